@@ -1,0 +1,167 @@
+"""The router's ASGI app: lifespan, dispatch to the endpoints, and the stack.
+
+``build_stack(router)`` composes the five pipeline stages; ``build_app``
+puts the small endpoints (models, health, plugins) beside it. Unexpected
+exceptions become a JSON 500 with no internals (and a log line).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .errors import ClawError, MethodNotAllowed, NotFound, json_response
+from .stages import AuthMiddleware, ExecuteApp, RouteMiddleware, SettleMiddleware, VerifyMiddleware
+from .types import ASGIApp, Message, Receive, Scope, Send
+from .wire import encode
+
+if TYPE_CHECKING:
+    from .router import Router
+
+__all__ = ["PrefixDispatcher", "RouterApp", "build_app", "build_stack"]
+
+log = logging.getLogger("clawrouter.app")
+
+CHAT = "/v1/chat/completions"
+
+
+def build_stack(router: Router, endpoint: ASGIApp | None = None) -> ASGIApp:
+    """auth → verify → route → settle(execute): the chat completions pipeline."""
+    app: ASGIApp = endpoint or ExecuteApp(router)
+    app = SettleMiddleware(app, router)
+    app = RouteMiddleware(app, router)
+    app = VerifyMiddleware(app, router)
+    return AuthMiddleware(app, router)
+
+
+def _local_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
+class RouterApp:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.chat = build_stack(router)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        router = self.router
+        if not router.started:
+            await router.start()
+        path = _local_path(scope)
+        method = scope["method"]
+        try:
+            if path == CHAT:
+                if method != "POST":
+                    raise MethodNotAllowed(f"{method} {CHAT} is not allowed; use POST")
+                await self.chat(scope, receive, send)
+            elif path in ("/v1/models", "/models"):
+                await self._get(method, path)
+                await json_response(send, 200, router.models_body)
+            elif path == "/-/health":
+                await self._get(method, path)
+                await json_response(send, 200, self._health())
+            elif path in ("/-/plugins", "/-/plugins.json"):
+                await self._get(method, path)
+                await json_response(send, 200, encode(router.plugins_document()))
+            else:
+                raise NotFound(f"no route for {method} {path}", code="not_found")
+        except ClawError as exc:
+            await exc.send(send)
+        except Exception:
+            log.exception("unhandled error on %s %s", method, path)
+            try:
+                await ClawError("internal error").send(send)
+            except Exception:  # the response had already started
+                pass
+
+    @staticmethod
+    async def _get(method: str, path: str) -> None:
+        if method not in ("GET", "HEAD"):
+            raise MethodNotAllowed(f"{method} {path} is not allowed; use GET")
+
+    def _health(self) -> bytes:
+        router = self.router
+        return encode(
+            {
+                "status": "ok",
+                "version": __version__,
+                "providers": sorted(router.providers),
+                "models": len(router.catalogue),
+                "payments": sorted(f"{s}:{n}" for s, n in router.rails),
+            }
+        )
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.router.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.router.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def build_app(router: Router) -> ASGIApp:
+    return RouterApp(router)
+
+
+class PrefixDispatcher:
+    """Serve ``router`` under ``prefix`` and ``app`` elsewhere; lifespan goes to both."""
+
+    def __init__(self, router: Router, app: ASGIApp, prefix: str) -> None:
+        self.router = router
+        self.app = app
+        self.prefix = prefix.rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        if path == self.prefix or path.startswith(self.prefix + "/"):
+            child = dict(scope)
+            child["root_path"] = scope.get("root_path", "") + self.prefix
+            await self.router.app(child, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the wrapped app's lifespan with the router's start/stop chained in;
+        an app that does not speak lifespan gets the router's own."""
+        seen = False
+
+        async def chained_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen = True
+            if message["type"] == "lifespan.startup":
+                await self.router.start()
+            elif message["type"] == "lifespan.shutdown":
+                await self.router.stop()
+            return message
+
+        try:
+            await self.app(scope, chained_receive, send)
+        except Exception:
+            if seen:
+                raise
+            seen = False
+        if not seen:
+            await self.router.app(scope, receive, send)

@@ -1,0 +1,191 @@
+"""Configuration: one TOML file, every key overridable from the environment.
+
+``CLAWROUTER_<SECTION>__<KEY>=value`` overrides ``[section] key`` (a double
+underscore separates levels: ``CLAWROUTER_SERVER__PORT=9000``,
+``CLAWROUTER_PROVIDERS__OPENAI__API_KEY=...``). Values are read as TOML values
+when they parse as one (``9000``, ``true``, ``["a", "b"]``) and as strings
+otherwise. ``CLAWROUTER_LOAD_PLUGINS`` and ``CLAWROUTER_DISABLE_PLUGINS`` choose
+plugins and are not config keys.
+
+Everything is validated at start-up; a :class:`ConfigError` names the key, the
+expected type and, for overrides, the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+__all__ = [
+    "AuthConfig",
+    "Config",
+    "ConfigError",
+    "LedgerConfig",
+    "PaymentsConfig",
+    "RoutingConfig",
+    "ServerConfig",
+    "StateConfig",
+    "load_config",
+]
+
+ENV_PREFIX = "CLAWROUTER_"
+NOT_CONFIG = {"CLAWROUTER_LOAD_PLUGINS", "CLAWROUTER_DISABLE_PLUGINS", "CLAWROUTER_CONFIG"}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+class _Section(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8402
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+class RoutingConfig(_Section):
+    strategy: str = "default"
+    default_profile: str = "auto"
+    default_max_tokens: int = 1024
+    fallbacks: int = 2
+
+
+class ApiKey(_Section):
+    name: str
+    sha256: str
+
+
+class AuthConfig(_Section):
+    api_keys: list[ApiKey] = []
+    allow_anonymous: bool = True
+
+
+class PaymentsConfig(_Section):
+    pay_to: str = ""
+    lock_ttl_seconds: float = 300.0
+    rails: dict[str, dict[str, Any]] = {}
+
+
+class StateConfig(_Section):
+    backend: str = "memory"
+    url: str = ""
+
+
+class LedgerConfig(_Section):
+    backend: str = "sqlite"
+    path: str = "clawrouter-ledger.sqlite3"
+    url: str = ""
+
+
+class Config(_Section):
+    server: ServerConfig = ServerConfig()
+    routing: RoutingConfig = RoutingConfig()
+    auth: AuthConfig = AuthConfig()
+    payments: PaymentsConfig = PaymentsConfig()
+    state: StateConfig = StateConfig()
+    ledger: LedgerConfig = LedgerConfig()
+    providers: dict[str, dict[str, Any]] = msgspec.field(default_factory=lambda: {"simulated": {"kind": "simulated"}})
+    models: list[dict[str, Any]] = []
+    plugins: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, sources: Mapping[str, str] | None = None) -> Config:
+        try:
+            return msgspec.convert(dict(data), cls)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(_explain(str(exc), sources or {})) from None
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+
+
+def _explain(message: str, sources: Mapping[str, str]) -> str:
+    match = _AT.match(message)
+    assert match is not None
+    msg, path = match["msg"], (match["path"] or "").lstrip(".")
+    path = re.sub(r"\[(\d+)\]", r"[\1]", path)
+    unknown = _UNKNOWN.match(msg)
+    if unknown:
+        key = f"{path}.{unknown['field']}" if path else unknown["field"]
+        text = f"config key {key!r}: unknown key"
+    else:
+        key = path
+        text = f"config key {key!r}: {msg.replace('`', '')}"
+    source = sources.get(key)
+    return text + (f" (from {source})" if source else "")
+
+
+def parse_env_value(value: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Nested overrides from ``CLAWROUTER_*`` variables, and which variable set each key."""
+    tree: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in NOT_CONFIG:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not parts:
+            continue
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: {'.'.join(parts)} overrides a key that is not a table")
+            node = child
+        node[parts[-1]] = parse_env_value(env[name])
+        sources[".".join(parts)] = name
+    return tree, sources
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read ``path`` (TOML) or ``data``, apply environment overrides, validate.
+
+    With neither, the embedded default: the simulated provider and its models.
+    ``path`` defaults to ``$CLAWROUTER_CONFIG`` when that is set.
+    """
+    env = os.environ if env is None else env
+    path = path or env.get("CLAWROUTER_CONFIG") or None
+    base: dict[str, Any] = dict(data or {})
+    if path is not None:
+        try:
+            base = _merge(base, tomllib.loads(Path(path).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    overrides, sources = env_overrides(env)
+    if "providers" in overrides and "providers" not in base:
+        base["providers"] = msgspec.to_builtins(Config().providers)
+    return Config.from_dict(_merge(base, overrides), sources=sources)

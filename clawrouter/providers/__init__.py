@@ -1,0 +1,31 @@
+"""Provider adapters: the protocol, the error hierarchy and the built-in adapters."""
+
+from .base import (
+    ChatCall,
+    Completion,
+    ContentPolicyViolation,
+    ContextWindowExceeded,
+    Provider,
+    ProviderError,
+    UpstreamAuthError,
+    UpstreamBadRequest,
+    UpstreamRateLimited,
+    UpstreamServerError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+__all__ = [
+    "ChatCall",
+    "Completion",
+    "ContentPolicyViolation",
+    "ContextWindowExceeded",
+    "Provider",
+    "ProviderError",
+    "UpstreamAuthError",
+    "UpstreamBadRequest",
+    "UpstreamRateLimited",
+    "UpstreamServerError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+]

@@ -1,0 +1,155 @@
+"""What a provider adapter is, and the one error hierarchy all adapters map into.
+
+An adapter turns an OpenAI-shaped request into a call to one upstream and
+answers in OpenAI's shape::
+
+    ProviderError                 502 upstream_error       (base; not retried)
+     +-- UpstreamTimeout          504 connect/first byte/total timeout  (fallback)
+     +-- UpstreamUnavailable      502 connection refused/reset          (fallback)
+     +-- UpstreamRateLimited      429 carries retry_after seconds       (fallback)
+     +-- UpstreamServerError      502 upstream 5xx                      (fallback)
+     +-- UpstreamAuthError        502 the operator's key was refused    (fallback)
+     +-- ContextWindowExceeded    400 prompt too long for this model    (fallback)
+     +-- ContentPolicyViolation   400 refused by the upstream's policy  (fallback)
+     +-- UpstreamBadRequest       400 the upstream rejected the request (final)
+
+``fallback`` says whether the execute stage may try the next model of the
+route's chain; it only does so before the first byte reached the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
+
+from msgspec import Raw
+
+from ..catalogue import ModelInfo
+from ..errors import ClawError
+from ..wire import ChatCompletionRequest, Usage, decode_raw, encode
+
+__all__ = [
+    "ChatCall",
+    "Completion",
+    "ContentPolicyViolation",
+    "ContextWindowExceeded",
+    "Provider",
+    "ProviderError",
+    "UpstreamAuthError",
+    "UpstreamBadRequest",
+    "UpstreamRateLimited",
+    "UpstreamServerError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+]
+
+
+class ProviderError(ClawError):
+    status = 502
+    type = "upstream_error"
+    fallback = False
+
+
+class UpstreamTimeout(ProviderError):
+    status = 504
+    type = "upstream_timeout"
+    fallback = True
+
+
+class UpstreamUnavailable(ProviderError):
+    fallback = True
+
+
+class UpstreamRateLimited(ProviderError):
+    status = 429
+    type = "rate_limit_error"
+    fallback = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+        if retry_after is not None:
+            self.headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
+
+
+class UpstreamServerError(ProviderError):
+    fallback = True
+
+
+class UpstreamAuthError(ProviderError):
+    fallback = True
+
+
+class ContextWindowExceeded(ProviderError):
+    status = 400
+    type = "invalid_request_error"
+    fallback = True
+
+
+class ContentPolicyViolation(ProviderError):
+    status = 400
+    type = "invalid_request_error"
+    fallback = True
+
+
+class UpstreamBadRequest(ProviderError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ChatCall:
+    """One attempt of one request on one model.
+
+    ``raw`` is the client's body as ``{field: raw JSON}`` (decoded on first
+    use), so fields the router does not know are forwarded as they came. A
+    streaming adapter sets ``usage`` as soon as it knows it (at the latest when
+    its iterator ends).
+    """
+
+    __slots__ = ("_raw", "body", "model", "request", "usage")
+
+    def __init__(self, request: ChatCompletionRequest, model: ModelInfo, body: bytes = b"") -> None:
+        self.request = request
+        self.model = model
+        self.body = body
+        self.usage: Usage | None = None
+        self._raw: dict[str, Raw] | None = None
+
+    @property
+    def raw(self) -> dict[str, Raw]:
+        if self._raw is None:
+            self._raw = decode_raw(self.body or encode(self.request))
+        return self._raw
+
+
+class Completion:
+    """A finished non-streaming answer: the OpenAI-shaped JSON body and its usage."""
+
+    __slots__ = ("body", "usage")
+
+    def __init__(self, body: bytes, usage: Usage | None) -> None:
+        self.body = body
+        self.usage = usage
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A provider adapter, returned by the ``register_providers`` hook.
+
+    ``name`` is the provider's name in the config and in ``ModelInfo.provider``.
+    ``chat`` returns a :class:`Completion`; ``stream`` is an async iterator of
+    OpenAI ``chat.completion.chunk`` JSON documents (bytes, without SSE
+    framing). Both raise :class:`ProviderError` subclasses only.
+    """
+
+    name: str
+
+    async def start(self) -> None:
+        """Open connection pools; called once when the router starts."""
+
+    async def aclose(self) -> None:
+        """Close connection pools; called once when the router stops."""
+
+    async def chat(self, call: ChatCall) -> Completion: ...
+
+    def stream(self, call: ChatCall) -> AsyncIterator[bytes]: ...

@@ -1,0 +1,30 @@
+"""Auth stage: who is calling (``ctx.actor``), or 401."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..context import get_context
+from ..errors import ClawError
+from ..types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from ..router import Router
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, router: Router) -> None:
+        self.app = app
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ctx = get_context(scope, self.router)
+        try:
+            ctx.actor = await self.router.authenticate(scope)
+        except ClawError as exc:
+            await exc.send(send)
+            return
+        await self.app(scope, receive, send)
