@@ -8,9 +8,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .config import Config, ConfigError, load_config  # noqa: E402
-from .context import Actor, RequestContext  # noqa: E402
-from .hookspecs import hookimpl  # noqa: E402
-from .router import Router  # noqa: E402
+from .config import Config, ConfigError, load_config
+from .context import Actor, RequestContext
+from .hookspecs import hookimpl
+from .router import Router
 
 __all__ = ["Actor", "Config", "ConfigError", "RequestContext", "Router", "__version__", "hookimpl", "load_config"]

@@ -7,11 +7,16 @@ exceptions become a JSON 500 with no internals (and a log line).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .context import SCOPE_KEY, RequestContext
 from .errors import ClawError, MethodNotAllowed, NotFound, json_response
+from .events import Event
+from .pricing import usd
 from .stages import AuthMiddleware, ExecuteApp, RouteMiddleware, SettleMiddleware, VerifyMiddleware
 from .types import ASGIApp, Message, Receive, Scope, Send
 from .wire import encode
@@ -65,6 +70,8 @@ class RouterApp:
                 if method != "POST":
                     raise MethodNotAllowed(f"{method} {CHAT} is not allowed; use POST")
                 await self.chat(scope, receive, send)
+                if router.events.enabled:
+                    _emit_request(router, scope.get(SCOPE_KEY))
             elif path in ("/v1/models", "/models"):
                 await self._get(method, path)
                 await json_response(send, 200, router.models_body)
@@ -80,10 +87,8 @@ class RouterApp:
             await exc.send(send)
         except Exception:
             log.exception("unhandled error on %s %s", method, path)
-            try:
+            with contextlib.suppress(Exception):  # fails if the response had already started
                 await ClawError("internal error").send(send)
-            except Exception:  # the response had already started
-                pass
 
     @staticmethod
     async def _get(method: str, path: str) -> None:
@@ -116,6 +121,25 @@ class RouterApp:
                 await self.router.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _emit_request(router: Router, ctx: RequestContext | None) -> None:
+    if ctx is None:
+        return
+    data: dict[str, object] = {
+        "status": ctx.status,
+        "model": ctx.model.id if ctx.model is not None else None,
+        "provider": ctx.model.provider if ctx.model is not None else None,
+        "actor": ctx.actor.id,
+        "duration_ms": (time.perf_counter() - ctx.started) * 1000,
+        "cost_usd": usd(ctx.cost_pico),
+    }
+    if ctx.usage is not None:
+        data["prompt_tokens"] = ctx.usage.prompt_tokens
+        data["completion_tokens"] = ctx.usage.completion_tokens
+    if ctx.error:
+        data["error"] = ctx.error
+    router.events.emit(Event("request.completed" if ctx.succeeded else "request.failed", ctx.request_id, data))
 
 
 def build_app(router: Router) -> ASGIApp:

@@ -48,8 +48,7 @@ class ModelInfo(Struct, kw_only=True, forbid_unknown_fields=True):
         unknown = set(self.capabilities) - CAPABILITIES
         if unknown:
             raise CatalogueError(
-                f"model {self.id!r}: capabilities: unknown {sorted(unknown)}; "
-                f"expected some of {sorted(CAPABILITIES)}"
+                f"model {self.id!r}: capabilities: unknown {sorted(unknown)}; expected some of {sorted(CAPABILITIES)}"
             )
         if self.context_window <= 0 or self.max_output <= 0:
             raise CatalogueError(f"model {self.id!r}: context_window and max_output must be > 0")

@@ -43,51 +43,47 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the key."""
 
 
-class _Section(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    pass
-
-
-class ServerConfig(_Section):
+class ServerConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     host: str = "127.0.0.1"
     port: int = 8402
     max_body_bytes: int = 4 * 1024 * 1024
 
 
-class RoutingConfig(_Section):
+class RoutingConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     strategy: str = "default"
     default_profile: str = "auto"
     default_max_tokens: int = 1024
     fallbacks: int = 2
 
 
-class ApiKey(_Section):
+class ApiKey(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     name: str
     sha256: str
 
 
-class AuthConfig(_Section):
+class AuthConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     api_keys: list[ApiKey] = []
     allow_anonymous: bool = True
 
 
-class PaymentsConfig(_Section):
+class PaymentsConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     pay_to: str = ""
     lock_ttl_seconds: float = 300.0
     rails: dict[str, dict[str, Any]] = {}
 
 
-class StateConfig(_Section):
+class StateConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     backend: str = "memory"
     url: str = ""
 
 
-class LedgerConfig(_Section):
+class LedgerConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     backend: str = "sqlite"
     path: str = "clawrouter-ledger.sqlite3"
     url: str = ""
 
 
-class Config(_Section):
+class Config(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     server: ServerConfig = ServerConfig()
     routing: RoutingConfig = RoutingConfig()
     auth: AuthConfig = AuthConfig()

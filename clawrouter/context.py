@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec import Raw
 
-from .errors import BadRequest, PayloadTooLarge
-from .types import Receive, Scope
+from .errors import BadRequest, ClawError, PayloadTooLarge
+from .types import Receive, Scope, Send
 from .wire import ChatCompletionRequest, Usage, decode_raw, decode_request
 
 if TYPE_CHECKING:
@@ -131,6 +131,11 @@ class RequestContext:
             raise BadRequest("'messages' must contain at least one message", param="messages")
         self.request = request
         return request
+
+    async def fail(self, error: ClawError, send: Send) -> None:
+        """Answer with ``error`` and record it as this request's outcome."""
+        self.status, self.error = error.status, error.message
+        await error.send(send)
 
     @property
     def raw(self) -> dict[str, Raw]:

@@ -56,7 +56,8 @@ def run_demo(config_path: str | Path | None = None) -> int:
                 body["stream_options"] = {"include_usage": True}
                 with client.stream("POST", "/chat/completions", json=body) as response:
                     response.raise_for_status()
-                    usage, chunks = {}, 0
+                    usage: dict[str, int] = {}
+                    chunks = 0
                     for line in response.iter_lines():
                         if line.startswith("data: {"):
                             chunk = json.loads(line[6:])

@@ -118,9 +118,7 @@ class ServiceUnavailable(ClawError):
     type = "service_unavailable"
 
 
-async def json_response(
-    send: Send, status: int, body: bytes, headers: Sequence[Header] = ()
-) -> None:
+async def json_response(send: Send, status: int, body: bytes, headers: Sequence[Header] = ()) -> None:
     """Send a complete JSON response."""
     await send(
         {

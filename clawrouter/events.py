@@ -8,6 +8,7 @@ implementation, ``emit`` is a no-op.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -82,8 +83,6 @@ class EventBus:
             await self._one(self._queue.popleft())
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None

@@ -127,9 +127,7 @@ def register_ledgers(config: Config) -> Iterable[LedgerFactory] | None:
 
 
 @hookspec(firstresult=True)
-def actor_from_request(
-    router: Router, scope: Scope, token: str | None
-) -> Actor | Awaitable[Actor | None] | None:
+def actor_from_request(router: Router, scope: Scope, token: str | None) -> Actor | Awaitable[Actor | None] | None:
     """Identify the caller. Called by the auth stage on every request.
 
     :param router: the router.

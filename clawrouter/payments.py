@@ -117,9 +117,7 @@ class PaymentRail(Protocol):
         """The ``accepts`` entry for a quote of ``amount`` atomic units."""
         ...
 
-    async def verify(
-        self, payment: PaymentPayload, requirements: PaymentRequirements
-    ) -> VerifiedPayment:
+    async def verify(self, payment: PaymentPayload, requirements: PaymentRequirements) -> VerifiedPayment:
         """Check the payment answers ``requirements``; raise :class:`PaymentRejected` if not."""
         ...
 
@@ -140,10 +138,10 @@ def decode_payment_header(value: bytes) -> PaymentPayload:
         raise BadRequest("payment header is not valid base64", code="invalid_payload") from None
     try:
         return _payload_decoder.decode(data)
-    except msgspec.DecodeError:
-        raise BadRequest("payment header is not valid JSON", code="invalid_payload") from None
     except msgspec.ValidationError as exc:
         raise BadRequest(f"payment header: {exc}", code="invalid_payload") from None
+    except msgspec.DecodeError:
+        raise BadRequest("payment header is not valid JSON", code="invalid_payload") from None
 
 
 def encode_header(message: Struct) -> bytes:

@@ -31,7 +31,7 @@ from .pricing import cost_pico, micro_usd
 from .providers.base import Provider
 from .routing import RouteDecision, RouteFeatures, RoutingStrategy
 from .state import StateBackend, StateBackendFactory
-from .types import ASGIApp, Receive, Scope, Send
+from .types import ASGIApp, Scope
 from .wire import ChatCompletionRequest, Model, ModelList, encode
 
 if TYPE_CHECKING:
@@ -81,14 +81,18 @@ class Router:
         )
         name = self.config.routing.strategy
         if name not in self.strategies:
-            raise ConfigError(f"config key 'routing.strategy': unknown strategy {name!r}; installed: {sorted(self.strategies)}")
+            raise ConfigError(
+                f"config key 'routing.strategy': unknown strategy {name!r}; installed: {sorted(self.strategies)}"
+            )
         self.strategy = self.strategies[name]
         if self.config.routing.default_profile not in VIRTUAL_MODELS:
             raise ConfigError(f"config key 'routing.default_profile': expected one of {list(VIRTUAL_MODELS)}")
         self.rails: dict[tuple[str, str], PaymentRail] = self._first_by(
             "register_payment_rails", "payment_rails", lambda r: (r.scheme, r.network)
         )
-        states: dict[str, StateBackendFactory] = self._first_by("register_state_backends", "state_backends", lambda f: f.name)
+        states: dict[str, StateBackendFactory] = self._first_by(
+            "register_state_backends", "state_backends", lambda f: f.name
+        )
         self.state: StateBackend = self._pick(states, "state", self.config.state).create(
             msgspec.structs.asdict(self.config.state)
         )
@@ -100,7 +104,9 @@ class Router:
         deliver = self._deliver if self.pm.hook.handle_event.get_hookimpls() else None
         self.events = EventBus(deliver)
         self.models_body = encode(
-            ModelList([Model(m.id, m.provider) for m in self.catalogue] + [Model(v, "clawrouter") for v in VIRTUAL_MODELS])
+            ModelList(
+                [Model(m.id, m.provider) for m in self.catalogue] + [Model(v, "clawrouter") for v in VIRTUAL_MODELS]
+            )
         )
         self._started = False
         from .app import build_app

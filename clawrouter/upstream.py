@@ -18,7 +18,6 @@ timeouts to :class:`UpstreamTimeout`, connection failures to
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -65,9 +64,7 @@ class UpstreamTransport(Protocol):
 
     async def aclose(self) -> None: ...
 
-    async def post(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts
-    ) -> UpstreamResponse:
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> UpstreamResponse:
         """Send a POST and return once the response headers arrived (body unread)."""
         ...
 
@@ -83,7 +80,7 @@ class _AiohttpResponse:
     async def read(self) -> bytes:
         try:
             return await self._response.read()
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout("upstream timed out while sending the response") from exc
         except Exception as exc:
             raise UpstreamUnavailable(f"upstream connection failed: {type(exc).__name__}") from exc
@@ -94,7 +91,7 @@ class _AiohttpResponse:
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout("upstream stalled while streaming") from exc
         except Exception as exc:
             raise UpstreamUnavailable(f"upstream stream broke: {type(exc).__name__}") from exc
@@ -124,9 +121,7 @@ class AiohttpTransport:
             await self._session.close()
             self._session = None
 
-    async def post(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts
-    ) -> UpstreamResponse:
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> UpstreamResponse:
         import aiohttp
 
         if self._session is None:
@@ -137,7 +132,7 @@ class AiohttpTransport:
         )
         try:
             response = await self._session.post(url, data=body, headers=headers, timeout=timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeout(f"upstream timed out: {type(exc).__name__}") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(f"upstream unreachable: {type(exc).__name__}") from exc
@@ -168,7 +163,7 @@ class _HttpxResponse:
         import httpx
 
         try:
-            async for chunk in self._response.aiter_raw():
+            async for chunk in self._response.aiter_bytes():
                 yield chunk
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout("upstream stalled while streaming") from exc
@@ -197,9 +192,7 @@ class HttpxTransport:
             await self._client.aclose()
             self._client = None
 
-    async def post(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts
-    ) -> UpstreamResponse:
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> UpstreamResponse:
         import httpx
 
         if self._client is None:

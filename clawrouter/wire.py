@@ -72,7 +72,7 @@ class ChatMessage(Struct, omit_defaults=True):
     name: str | UnsetType = UNSET
     tool_calls: list[ToolCall] | UnsetType = UNSET
     tool_call_id: str | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
+    refusal: str | UnsetType | None = UNSET
 
 
 class StreamOptions(Struct, omit_defaults=True):
@@ -90,16 +90,16 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
     model: str
     messages: list[ChatMessage]
     stream: bool = False
-    max_tokens: int | None | UnsetType = UNSET
-    max_completion_tokens: int | None | UnsetType = UNSET
-    temperature: float | None | UnsetType = UNSET
-    top_p: float | None | UnsetType = UNSET
-    n: int | None | UnsetType = UNSET
-    stop: str | list[str] | None | UnsetType = UNSET
-    tools: list[dict[str, Any]] | None | UnsetType = UNSET
-    tool_choice: str | dict[str, Any] | None | UnsetType = UNSET
-    response_format: dict[str, Any] | None | UnsetType = UNSET
-    stream_options: StreamOptions | None | UnsetType = UNSET
+    max_tokens: int | UnsetType | None = UNSET
+    max_completion_tokens: int | UnsetType | None = UNSET
+    temperature: float | UnsetType | None = UNSET
+    top_p: float | UnsetType | None = UNSET
+    n: int | UnsetType | None = UNSET
+    stop: str | list[str] | UnsetType | None = UNSET
+    tools: list[dict[str, Any]] | UnsetType | None = UNSET
+    tool_choice: str | dict[str, Any] | UnsetType | None = UNSET
+    response_format: dict[str, Any] | UnsetType | None = UNSET
+    stream_options: StreamOptions | UnsetType | None = UNSET
     user: str | UnsetType = UNSET
 
     def output_cap(self) -> int | None:
@@ -114,15 +114,15 @@ class Usage(Struct, omit_defaults=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
-    prompt_tokens_details: dict[str, Any] | None | UnsetType = UNSET
-    completion_tokens_details: dict[str, Any] | None | UnsetType = UNSET
+    prompt_tokens_details: dict[str, Any] | UnsetType | None = UNSET
+    completion_tokens_details: dict[str, Any] | UnsetType | None = UNSET
 
 
 class ResponseMessage(Struct):
     role: str = "assistant"
     content: str | None = None
     tool_calls: list[ToolCall] | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
+    refusal: str | UnsetType | None = UNSET
 
 
 class Choice(Struct):
@@ -139,14 +139,14 @@ class ChatCompletion(Struct):
     choices: list[Choice]
     object: str = "chat.completion"
     usage: Usage | None = None
-    system_fingerprint: str | None | UnsetType = UNSET
+    system_fingerprint: str | UnsetType | None = UNSET
 
 
 class Delta(Struct, omit_defaults=True):
     role: str | UnsetType = UNSET
-    content: str | None | UnsetType = UNSET
+    content: str | UnsetType | None = UNSET
     tool_calls: list[ToolCall] | UnsetType = UNSET
-    refusal: str | None | UnsetType = UNSET
+    refusal: str | UnsetType | None = UNSET
 
 
 class ChunkChoice(Struct):
@@ -162,13 +162,15 @@ class ChatCompletionChunk(Struct):
     model: str
     choices: list[ChunkChoice]
     object: str = "chat.completion.chunk"
-    usage: Usage | None | UnsetType = UNSET
+    usage: Usage | UnsetType | None = UNSET
 
 
 class UsageOnly(Struct):
-    """Reads only ``usage`` from an upstream body or chunk; everything else is skipped."""
+    """Reads only ``usage`` (and how many choices) from an upstream body or chunk;
+    everything else is skipped."""
 
     usage: Usage | None = None
+    choices: list[Raw] = []
 
 
 class ErrorDetail(Struct, omit_defaults=True):
@@ -210,3 +212,12 @@ def decode_usage(data: bytes) -> Usage | None:
         return _usage_decoder.decode(data).usage
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+
+
+def decode_usage_chunk(data: bytes) -> tuple[Usage | None, bool]:
+    """``(usage, has_choices)`` of a stream chunk; ``(None, True)`` if it cannot be read."""
+    try:
+        chunk = _usage_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None, True
+    return chunk.usage, bool(chunk.choices)

@@ -16,7 +16,7 @@ import msgspec
 from msgspec import Raw
 
 from ..upstream import Timeouts, UpstreamResponse, UpstreamTransport, default_transport, header_float, iter_sse_data
-from ..wire import decode_usage, encode
+from ..wire import decode_usage, decode_usage_chunk, encode
 from .base import (
     ChatCall,
     Completion,
@@ -146,10 +146,10 @@ class OpenAICompatibleProvider:
                 if data == b"[DONE]":
                     break
                 if b'"usage"' in data:
-                    usage = decode_usage(data)
+                    usage, has_choices = decode_usage_chunk(data)
                     if usage is not None:
                         call.usage = usage
-                        if not client_wants_usage and b'"choices":[]' in data:
+                        if not client_wants_usage and not has_choices:
                             continue  # a usage-only chunk the client did not ask for
                 yield data
         finally:

@@ -38,7 +38,7 @@ from .base import ChatCall, Completion, UpstreamServerError
 
 __all__ = ["SIMULATED_MODELS", "SimulatedProvider", "SimulatedSettings"]
 
-_WORDS = (
+_WORDS = (  # noqa: SIM905
     "the router weighs price latency and quality before it picks a model for "
     "each request while agents pay per call in stablecoins and settle only "
     "after an answer arrives so failed calls cost nothing at all"
@@ -139,9 +139,7 @@ class SimulatedProvider:
         ident, created, model = self._id(call), int(time.time()), call.model.upstream
         if settings.ttft_ms:
             await asyncio.sleep(settings.ttft_ms / 1000)
-        yield encode(
-            ChatCompletionChunk(ident, created, model, [ChunkChoice(0, Delta(role="assistant", content=""))])
-        )
+        yield encode(ChatCompletionChunk(ident, created, model, [ChunkChoice(0, Delta(role="assistant", content=""))]))
         step = max(1, settings.chunk_tokens)
         pause = step / settings.tokens_per_second if settings.tokens_per_second else 0.0
         for i in range(0, len(words), step):

@@ -25,6 +25,6 @@ class AuthMiddleware:
         try:
             ctx.actor = await self.router.authenticate(scope)
         except ClawError as exc:
-            await exc.send(send)
+            await ctx.fail(exc, send)
             return
         await self.app(scope, receive, send)

@@ -9,13 +9,11 @@ started, an upstream failure ends it with an in-band SSE error event
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from ..context import RequestContext, get_context
 from ..errors import ClawError
-from ..events import Event
 from ..pricing import cost_pico, usd
 from ..providers.base import ChatCall, Completion, ProviderError
 from ..types import Receive, Scope, Send
@@ -60,9 +58,7 @@ class ExecuteApp:
             else:
                 await self._json(ctx, request, send)
         except ClawError as exc:
-            ctx.status, ctx.error = exc.status, exc.message
-            await exc.send(send)
-        self._emit(ctx)
+            await ctx.fail(exc, send)
 
     def _finish(self, ctx: RequestContext, model: ModelInfo, usage: Usage | None) -> None:
         ctx.model = model
@@ -137,23 +133,3 @@ class ExecuteApp:
                     raise
         assert last is not None
         raise last
-
-    def _emit(self, ctx: RequestContext) -> None:
-        events = self.router.events
-        if not events.enabled:
-            return
-        data: dict[str, object] = {
-            "status": ctx.status,
-            "model": ctx.model.id if ctx.model is not None else None,
-            "provider": ctx.model.provider if ctx.model is not None else None,
-            "actor": ctx.actor.id,
-            "duration_ms": (time.perf_counter() - ctx.started) * 1000,
-            "cost_usd": usd(ctx.cost_pico),
-        }
-        if ctx.usage is not None:
-            data["prompt_tokens"] = ctx.usage.prompt_tokens
-            data["completion_tokens"] = ctx.usage.completion_tokens
-        if ctx.error:
-            data["error"] = ctx.error
-        events.emit(Event("request.completed" if ctx.succeeded else "request.failed", ctx.request_id, data))
-

@@ -27,6 +27,6 @@ class RouteMiddleware:
                 request = await ctx.chat_request(scope, receive)
                 ctx.decision = self.router.decide(request)
             except ClawError as exc:
-                await exc.send(send)
+                await ctx.fail(exc, send)
                 return
         await self.app(scope, receive, send)

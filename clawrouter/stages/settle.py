@@ -68,7 +68,11 @@ class SettleMiddleware:
                                 f"settlement failed: {settlement.errorReason}", code=settlement.errorReason
                             ).send(send)
                             return
-                        name = b"x-payment-response" if ctx.payment is not None and ctx.payment.payload.x402Version == 1 else b"payment-response"
+                        name = (
+                            b"x-payment-response"
+                            if ctx.payment is not None and ctx.payment.payload.x402Version == 1
+                            else b"payment-response"
+                        )
                         start["headers"] = [*start["headers"], (name, encode_header(settlement))]
                     await send(start)
             await send(message)

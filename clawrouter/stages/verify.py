@@ -93,10 +93,10 @@ class VerifyMiddleware:
             if not await router.state.acquire(key, router.config.payments.lock_ttl_seconds):
                 raise Conflict("this payment is already being used by another request", code="payment_in_flight")
         except PaymentRejected as exc:
-            await self._challenge(amount, resource, exc.message, exc.code).send(send)
+            await ctx.fail(self._challenge(amount, resource, exc.message, exc.code), send)
             return
         except ClawError as exc:
-            await exc.send(send)
+            await ctx.fail(exc, send)
             return
         ctx.payment = verified
         ledger = router.ledger
@@ -123,7 +123,9 @@ class VerifyMiddleware:
 
     def _challenge(self, amount: int, resource: str, message: str, code: str | None = None) -> PaymentChallenge:
         accepts = [rail.requirements(amount, resource) for rail in self.router.rails.values()]
-        return PaymentChallenge(message, PaymentRequiredMessage(2, accepts, ResourceInfo(resource), code or message), code)
+        return PaymentChallenge(
+            message, PaymentRequiredMessage(2, accepts, ResourceInfo(resource), code or message), code
+        )
 
 
 class PaymentChallenge(PaymentRequired):

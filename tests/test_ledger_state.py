@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import asyncio
+
+from clawrouter.ledger import LedgerEntry, MemoryLedger, SQLiteLedger
+from clawrouter.state import MemoryState
+
+
+async def test_sqlite_ledger_is_durable(tmp_path):
+    path = tmp_path / "deep" / "ledger.sqlite3"
+    ledger = SQLiteLedger(path)
+    await ledger.record(LedgerEntry("r1", "authorization", {"amount": 5}))
+    await ledger.record(LedgerEntry("r2", "authorization", {"amount": 7}))
+    await ledger.record(LedgerEntry("r1", "settlement", {"transaction": "0xabc"}))
+    await ledger.aclose()
+    reopened = SQLiteLedger(path)
+    entries = await reopened.entries("r1")
+    assert [(e.kind, e.data) for e in entries] == [
+        ("authorization", {"amount": 5}),
+        ("settlement", {"transaction": "0xabc"}),
+    ]
+    assert all(e.time > 0 for e in entries)
+    assert len(await reopened.entries()) == 3
+    await reopened.aclose()
+
+
+async def test_memory_ledger():
+    ledger = MemoryLedger()
+    await asyncio.gather(*[ledger.record(LedgerEntry(f"r{i}", "execution")) for i in range(5)])
+    assert len(await ledger.entries()) == 5 and len(await ledger.entries("r3")) == 1
+
+
+async def test_memory_state_locks_expire():
+    state = MemoryState()
+    assert await state.acquire("p", 0.05)
+    assert not await state.acquire("p", 0.05)
+    await asyncio.sleep(0.06)
+    assert await state.acquire("p", 10)
+    await state.release("p")
+    assert await state.acquire("p", 10)
