@@ -158,7 +158,7 @@ class PrefixDispatcher:
         if scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        path: str = scope.get("path", "")
+        path = _local_path(scope)
         if path == self.prefix or path.startswith(self.prefix + "/"):
             child = dict(scope)
             child["root_path"] = scope.get("root_path", "") + self.prefix
@@ -167,8 +167,9 @@ class PrefixDispatcher:
         await self.app(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the wrapped app's lifespan with the router's start/stop chained in;
-        an app that does not speak lifespan gets the router's own."""
+        """Run the wrapped app's lifespan with the router chained in: the router
+        starts before the app's start-up and stops after the app's shut-down.
+        An app that does not speak lifespan gets the router's own."""
         seen = False
 
         async def chained_receive() -> Message:
@@ -176,16 +177,22 @@ class PrefixDispatcher:
             message = await receive()
             seen = True
             if message["type"] == "lifespan.startup":
-                await self.router.start()
-            elif message["type"] == "lifespan.shutdown":
-                await self.router.stop()
+                try:
+                    await self.router.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": f"clawrouter: {exc}"})
+                    raise
             return message
 
+        async def chained_send(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.router.stop()
+            await send(message)
+
         try:
-            await self.app(scope, chained_receive, send)
+            await self.app(scope, chained_receive, chained_send)
         except Exception:
             if seen:
                 raise
-            seen = False
         if not seen:
             await self.router.app(scope, receive, send)
