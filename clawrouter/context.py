@@ -7,6 +7,7 @@ The request body is read and decoded once, by whichever stage first needs it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -39,8 +40,21 @@ class Actor(msgspec.Struct, frozen=True):
 ANONYMOUS = Actor("anonymous")
 
 
+_PROCESS = os.urandom(6).hex()
+_counter = itertools.count(1)
+
+
+def _reseed() -> None:
+    global _PROCESS, _counter
+    _PROCESS, _counter = os.urandom(6).hex(), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
 def _request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+    """Unique across processes (random per-process prefix) and cheap (a counter)."""
+    return f"req_{_PROCESS}{next(_counter):010x}"
 
 
 class RequestContext:

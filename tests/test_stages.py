@@ -63,3 +63,22 @@ async def test_execute_alone(clawrouter_router):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(ExecuteApp(router)), base_url="http://t") as client:
         response = await client.post("/", json=chat(model="eco"))
     assert response.status_code == 200 and response.headers["x-clawrouter-model"] == "simulated/eco"
+
+
+def test_request_ids_are_unique_and_differ_after_fork():
+    import os
+
+    from clawrouter.context import _request_id
+
+    ids = {_request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report one id and exit at once
+        os.write(write, _request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    os.close(write)
+    assert child[:16] != _request_id()[:16]
