@@ -27,6 +27,7 @@ __all__ = [
     "AuthConfig",
     "Config",
     "ConfigError",
+    "ExecutionConfig",
     "LedgerConfig",
     "PaymentsConfig",
     "RoutingConfig",
@@ -54,6 +55,16 @@ class RoutingConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tru
     default_profile: str = "auto"
     default_max_tokens: int = 1024
     fallbacks: int = 2
+
+
+class ExecutionConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    max_retries: int = 1
+    retry_budget: int = 2
+    backoff_base: float = 0.25
+    backoff_max: float = 4.0
+    max_retry_wait: float = 10.0
+    breaker_failures: int = 5
+    breaker_cooldown: float = 30.0
 
 
 class ApiKey(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -86,6 +97,7 @@ class LedgerConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True
 class Config(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     server: ServerConfig = ServerConfig()
     routing: RoutingConfig = RoutingConfig()
+    execution: ExecutionConfig = ExecutionConfig()
     auth: AuthConfig = AuthConfig()
     payments: PaymentsConfig = PaymentsConfig()
     state: StateConfig = StateConfig()

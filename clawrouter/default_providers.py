@@ -1,8 +1,10 @@
 """Default plugin: the built-in provider adapters and their models.
 
-``[providers.NAME]`` entries of ``kind = "simulated"`` and ``kind = "openai"``
-(any OpenAI-compatible server) are built here; other kinds are left to the
-plugins that provide them.
+``[providers.NAME]`` entries of ``kind = "simulated"``, ``kind = "openai"`` (any
+OpenAI-compatible server) or one of the OpenAI-compatible presets (``deepseek``,
+``xai``, ``groq``, ``together``, ``fireworks``, ``mistral``, ``openrouter``,
+``moonshot``, ``qwen``, ``perplexity``, ``ollama``, ``vllm``, ``llamacpp``) are
+built here; other kinds are left to the plugins that provide them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from .catalogue import ModelInfo
 from .config import Config, ConfigError
 from .hookspecs import hookimpl
 from .providers.base import Provider
-from .providers.openai_compat import OpenAICompatibleProvider, OpenAISettings
+from .providers.openai_compat import PRESETS, OpenAICompatibleProvider, OpenAISettings
 from .providers.simulated import SimulatedProvider, SimulatedSettings, simulated_models
 
 S = TypeVar("S")
@@ -44,7 +46,7 @@ def register_providers(config: Config) -> Iterable[Provider]:
         kind = data.get("kind")
         if kind == "simulated":
             providers.append(SimulatedProvider(name, settings(name, data, SimulatedSettings)))
-        elif kind == "openai":
+        elif kind in PRESETS:
             providers.append(OpenAICompatibleProvider(name, settings(name, data, OpenAISettings)))
     return providers
 

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .breaker import Breakers
 from .catalogue import VIRTUAL_MODELS, Catalogue, CatalogueError, ModelInfo, model_from_dict
 from .config import Config, ConfigError, load_config
 from .context import Actor
-from .errors import BadRequest, Unauthorized
+from .errors import BadRequest, ServiceUnavailable, Unauthorized
 from .events import Event, EventBus
 from .ledger import Ledger, LedgerFactory
 from .payments import PaymentRail
@@ -108,6 +109,8 @@ class Router:
                 [Model(m.id, m.provider) for m in self.catalogue] + [Model(v, "clawrouter") for v in VIRTUAL_MODELS]
             )
         )
+        execution = self.config.execution
+        self.breakers = Breakers(execution.breaker_failures, execution.breaker_cooldown)
         self._started = False
         from .app import build_app
 
@@ -232,13 +235,22 @@ class Router:
             return RouteDecision(model, fallbacks, strategy="explicit")
         excluded: dict[str, str] = {}
         candidates: list[ModelInfo] = []
+        breakers = self.breakers
         for model in self._available:
             reason = features.fits(model)
+            if reason is None and not breakers.available(model.provider, model.id):
+                reason = "circuit open"
             if reason is None:
                 candidates.append(model)
             else:
                 excluded[model.id] = reason
         if not candidates:
+            if "circuit open" in excluded.values():
+                raise ServiceUnavailable(
+                    "every model able to serve this request is failing upstream (circuit open); retry later",
+                    code="circuit_open",
+                    headers=[(b"retry-after", str(max(1, round(self.config.execution.breaker_cooldown))).encode())],
+                )
             detail = "; ".join(f"{k}: {v}" for k, v in excluded.items())
             raise BadRequest(f"no model can serve this request ({detail})", param="model", code="no_model")
         ranked = self.strategy.rank(features, candidates)

@@ -18,6 +18,7 @@ timeouts to :class:`UpstreamTimeout`, connection failures to
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,6 +29,9 @@ from .providers.base import UpstreamTimeout, UpstreamUnavailable
 if TYPE_CHECKING:
     import aiohttp
     import httpx
+
+log = logging.getLogger("clawrouter.upstream")
+PREWARM_TIMEOUT = 3.0
 
 __all__ = [
     "AiohttpTransport",
@@ -63,6 +67,10 @@ class UpstreamTransport(Protocol):
     async def start(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+    async def prewarm(self, url: str) -> None:
+        """Open a pooled connection to ``url``'s host (a HEAD request; errors ignored)."""
+        ...
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> UpstreamResponse:
         """Send a POST and return once the response headers arrived (body unread)."""
@@ -120,6 +128,18 @@ class AiohttpTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def prewarm(self, url: str) -> None:
+        import aiohttp
+
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        try:
+            async with self._session.head(url, timeout=aiohttp.ClientTimeout(total=PREWARM_TIMEOUT)) as response:
+                await response.read()
+        except Exception as exc:
+            log.debug("prewarm of %s failed: %s", url, exc)
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> UpstreamResponse:
         import aiohttp
@@ -191,6 +211,15 @@ class HttpxTransport:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    async def prewarm(self, url: str) -> None:
+        if self._client is None:
+            await self.start()
+        assert self._client is not None
+        try:
+            await self._client.head(url, timeout=PREWARM_TIMEOUT)
+        except Exception as exc:
+            log.debug("prewarm of %s failed: %s", url, exc)
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> UpstreamResponse:
         import httpx

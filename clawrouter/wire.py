@@ -166,11 +166,9 @@ class ChatCompletionChunk(Struct):
 
 
 class UsageOnly(Struct):
-    """Reads only ``usage`` (and how many choices) from an upstream body or chunk;
-    everything else is skipped."""
+    """Reads only ``usage`` from an upstream body or chunk; everything else is skipped."""
 
     usage: Usage | None = None
-    choices: list[Raw] = []
 
 
 class ErrorDetail(Struct, omit_defaults=True):
@@ -212,12 +210,3 @@ def decode_usage(data: bytes) -> Usage | None:
         return _usage_decoder.decode(data).usage
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-
-
-def decode_usage_chunk(data: bytes) -> tuple[Usage | None, bool]:
-    """``(usage, has_choices)`` of a stream chunk; ``(None, True)`` if it cannot be read."""
-    try:
-        chunk = _usage_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None, True
-    return chunk.usage, bool(chunk.choices)

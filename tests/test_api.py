@@ -183,7 +183,7 @@ async def test_fallback_before_first_byte(clawrouter_router, clawrouter_client):
         response = await client.post(URL, json=chat(model="down/model", stream=stream))
         assert response.status_code == 200
         assert response.headers["x-clawrouter-model"] == "simulated/eco"
-    assert router.providers["down"].calls == 2
+    assert router.providers["down"].calls == 4  # one retry each time (max_retries = 1), then the fallback
 
 
 async def test_failure_without_fallback_is_the_upstream_error(clawrouter_router, clawrouter_client):

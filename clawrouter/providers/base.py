@@ -14,7 +14,10 @@ answers in OpenAI's shape::
      +-- UpstreamBadRequest       400 the upstream rejected the request (final)
 
 ``fallback`` says whether the execute stage may try the next model of the
-route's chain; it only does so before the first byte reached the client.
+route's chain (only before the first byte reached the client); ``retryable``
+whether it may retry the same model after a backoff (timeouts, connection
+failures, 429 honouring ``retry_after``, 5xx); ``unhealthy`` whether the
+failure counts against the model's circuit breaker.
 """
 
 from __future__ import annotations
@@ -47,20 +50,30 @@ __all__ = [
 class ProviderError(ClawError):
     status = 502
     type = "upstream_error"
+    #: the execute stage may try the next model of the chain
     fallback = False
+    #: the same model may be retried after a backoff
+    retryable = False
+    #: the failure says the upstream is unhealthy (counts for its circuit breaker)
+    unhealthy = False
 
 
 class UpstreamTimeout(ProviderError):
+    retryable = True
+    unhealthy = True
     status = 504
     type = "upstream_timeout"
     fallback = True
 
 
 class UpstreamUnavailable(ProviderError):
+    retryable = True
+    unhealthy = True
     fallback = True
 
 
 class UpstreamRateLimited(ProviderError):
+    retryable = True
     status = 429
     type = "rate_limit_error"
     fallback = True
@@ -73,10 +86,13 @@ class UpstreamRateLimited(ProviderError):
 
 
 class UpstreamServerError(ProviderError):
+    retryable = True
+    unhealthy = True
     fallback = True
 
 
 class UpstreamAuthError(ProviderError):
+    unhealthy = True
     fallback = True
 
 

@@ -4,19 +4,28 @@ compatible server).
 The request body is re-encoded from the client's raw fields with ``model``
 replaced by the catalogue's upstream name, so fields the router does not know
 reach the upstream untouched. Responses are forwarded as the upstream sent them;
-only ``usage`` is read.
+only the generated text and ``usage`` are read. An upstream that reports no
+usage gets it counted (:mod:`clawrouter.tokens`), so every answer carries usage.
+
+``kind`` selects a preset (:data:`PRESETS`: base URL, key variable, quirks) for
+OpenAI, DeepSeek, xAI, Groq, Together, Fireworks, Mistral, OpenRouter, Moonshot,
+Qwen (DashScope compatible mode), Perplexity, and local servers (Ollama, vLLM,
+llama.cpp); any preset value can be overridden in the provider's settings.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping
 
 import msgspec
 from msgspec import Raw
 
+from ..tokens import count_tokens, prompt_tokens
 from ..upstream import Timeouts, UpstreamResponse, UpstreamTransport, default_transport, header_float, iter_sse_data
-from ..wire import decode_usage, decode_usage_chunk, encode
+from ..wire import ChatCompletionChunk, Usage, decode_usage, encode
 from .base import (
     ChatCall,
     Completion,
@@ -30,19 +39,61 @@ from .base import (
     UpstreamTimeout,
 )
 
-__all__ = ["OpenAICompatibleProvider", "OpenAISettings"]
+__all__ = ["PRESETS", "OpenAICompatibleProvider", "OpenAISettings", "Preset"]
 
 _TRUE = Raw(b"true")
 _INCLUDE_USAGE = Raw(b'{"include_usage":true}')
 
 
+class Preset(msgspec.Struct, frozen=True):
+    """What differs between OpenAI-compatible upstreams."""
+
+    base_url: str
+    api_key_env: str = ""
+    #: the upstream accepts ``stream_options`` (else it is never sent; usage is counted if absent)
+    stream_options: bool = True
+    headers: dict[str, str] = {}
+
+
+#: ``kind = "<name>"`` in ``[providers.X]`` selects one; every field can be overridden.
+PRESETS: dict[str, Preset] = {
+    "openai": Preset("https://api.openai.com/v1", "OPENAI_API_KEY"),
+    "deepseek": Preset("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
+    "xai": Preset("https://api.x.ai/v1", "XAI_API_KEY"),
+    "groq": Preset("https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+    "together": Preset("https://api.together.xyz/v1", "TOGETHER_API_KEY"),
+    "fireworks": Preset("https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY"),
+    # Mistral refuses unknown fields, stream_options among them, and reports usage in streams by itself.
+    "mistral": Preset("https://api.mistral.ai/v1", "MISTRAL_API_KEY", stream_options=False),
+    "openrouter": Preset("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+    "moonshot": Preset("https://api.moonshot.ai/v1", "MOONSHOT_API_KEY"),
+    "qwen": Preset("https://dashscope-intl.aliyuncs.com/compatible-mode/v1", "DASHSCOPE_API_KEY"),
+    "perplexity": Preset("https://api.perplexity.ai", "PERPLEXITY_API_KEY"),
+    "ollama": Preset("http://127.0.0.1:11434/v1"),
+    "vllm": Preset("http://127.0.0.1:8000/v1"),
+    "llamacpp": Preset("http://127.0.0.1:8080/v1"),
+}
+
+
 class OpenAISettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[providers.NAME]`` for ``kind`` = any key of :data:`PRESETS`; empty values take the preset's."""
+
     kind: str = "openai"
-    base_url: str = "https://api.openai.com/v1"
+    base_url: str = ""
     api_key: str = ""
     api_key_env: str = ""
     headers: dict[str, str] = {}
+    stream_options: bool | None = None
+    prewarm: bool = True
     timeouts: Timeouts = Timeouts()
+
+    def __post_init__(self) -> None:
+        preset = PRESETS.get(self.kind, PRESETS["openai"])
+        self.base_url = self.base_url or preset.base_url
+        self.api_key_env = self.api_key_env or preset.api_key_env
+        self.headers = {**preset.headers, **self.headers}
+        if self.stream_options is None:
+            self.stream_options = preset.stream_options
 
     def key(self) -> str:
         return self.api_key or (os.environ.get(self.api_key_env, "") if self.api_key_env else "")
@@ -70,7 +121,9 @@ def map_error(provider: str, status: int, headers: Mapping[str, str], body: byte
         elif error is not None:
             message, code = error.message, str(error.code or error.type or "")
     except (msgspec.DecodeError, msgspec.ValidationError):
-        message = body[:200].decode("utf-8", "replace")
+        pass
+    if not message:
+        message = body[:300].decode("utf-8", "replace").strip()
     text = f"{provider}: upstream answered {status}" + (f": {message}" if message else "")
     if status == 429:
         return UpstreamRateLimited(text, retry_after=header_float(headers, "retry-after"))
@@ -88,6 +141,53 @@ def map_error(provider: str, status: int, headers: Mapping[str, str], body: byte
     return UpstreamBadRequest(text, code=code or None)
 
 
+class _FunctionDelta(msgspec.Struct):
+    arguments: str | None = None
+
+
+class _ToolCallDelta(msgspec.Struct):
+    function: _FunctionDelta | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[_ToolCallDelta] | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    message: _Delta | None = None
+
+
+class _Chunk(msgspec.Struct):
+    """What the adapter reads of a chunk or a body: generated text (to count tokens
+    when the upstream reports no usage) and usage. The rest is skipped."""
+
+    choices: list[_Choice] = []
+    usage: Usage | None = None
+
+    def text(self) -> str:
+        parts: list[str] = []
+        for choice in self.choices:
+            delta = choice.delta or choice.message
+            if delta is None:
+                continue
+            parts.extend(t for t in (delta.content, delta.reasoning_content) if t)
+            for call in delta.tool_calls or ():
+                if call.function is not None and call.function.arguments:
+                    parts.append(call.function.arguments)
+        return "".join(parts)
+
+
+_chunk_decoder = msgspec.json.Decoder(_Chunk)
+
+
+def _counted(call: ChatCall, generated: str) -> Usage:
+    prompt, completion = prompt_tokens(call.request), count_tokens(generated)
+    return Usage(prompt, completion, prompt + completion)
+
+
 class OpenAICompatibleProvider:
     def __init__(
         self,
@@ -100,57 +200,96 @@ class OpenAICompatibleProvider:
         self.transport = transport or default_transport()
         self._url = self.settings.base_url.rstrip("/") + "/chat/completions"
         headers = {"content-type": "application/json", **self.settings.headers}
-        key = self.settings.key()
-        if key:
-            headers["authorization"] = f"Bearer {key}"
+        self._key = self.settings.key()
+        if self._key:
+            headers["authorization"] = f"Bearer {self._key}"
         self._headers = headers
+        self._prewarm: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAICompatibleProvider(name={self.name!r}, base_url={self.settings.base_url!r})"
 
     async def start(self) -> None:
         await self.transport.start()
+        if self.settings.prewarm and self._prewarm is None:
+            # in the background: start-up never waits on the network
+            self._prewarm = asyncio.get_running_loop().create_task(self.transport.prewarm(self.settings.base_url))
 
     async def aclose(self) -> None:
+        if self._prewarm is not None:
+            self._prewarm.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prewarm
+            self._prewarm = None
         await self.transport.aclose()
 
     async def _post(self, body: dict[str, Raw]) -> UpstreamResponse:
         response = await self.transport.post(self._url, self._headers, encode(body), self.settings.timeouts)
         if response.status >= 400:
             raw = await response.read()
-            raise map_error(self.name, response.status, response.headers, raw)
+            error = map_error(self.name, response.status, response.headers, raw)
+            if self._key and self._key in error.message:
+                error.message = error.message.replace(self._key, "***")
+                error.args = (error.message,)
+            raise error
         return response
 
-    async def chat(self, call: ChatCall) -> Completion:
+    def _body(self, call: ChatCall) -> dict[str, Raw]:
         body = dict(call.raw)
         body["model"] = Raw(encode(call.model.upstream))
+        return body
+
+    async def chat(self, call: ChatCall) -> Completion:
+        body = self._body(call)
         body.pop("stream", None)
         body.pop("stream_options", None)
         response = await self._post(body)
         data = await response.read()
         usage = decode_usage(data)
+        if usage is None:  # count it, and tell the client
+            try:
+                usage = _counted(call, _chunk_decoder.decode(data).text())
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                raise UpstreamServerError(f"{self.name}: upstream answered with a malformed body") from None
+            stripped = data.rstrip()
+            if stripped.endswith(b"}"):
+                data = stripped[:-1] + b',"usage":' + encode(usage) + b"}"
         call.usage = usage
         return Completion(data, usage)
 
     async def stream(self, call: ChatCall) -> AsyncIterator[bytes]:
-        body = dict(call.raw)
-        body["model"] = Raw(encode(call.model.upstream))
+        body = self._body(call)
         body["stream"] = _TRUE
         options = call.request.stream_options
         client_wants_usage = bool(options and options.include_usage is True)
-        if not client_wants_usage:
+        if not self.settings.stream_options:
+            body.pop("stream_options", None)
+        elif not client_wants_usage:
             body["stream_options"] = _INCLUDE_USAGE
         response = await self._post(body)
+        generated: list[str] = []
+        last: _Chunk | None = None
         try:
             async for data in iter_sse_data(response.iter_chunks()):
                 if data == b"[DONE]":
                     break
-                if b'"usage"' in data:
-                    usage, has_choices = decode_usage_chunk(data)
-                    if usage is not None:
-                        call.usage = usage
-                        if not client_wants_usage and not has_choices:
-                            continue  # a usage-only chunk the client did not ask for
+                try:
+                    chunk = _chunk_decoder.decode(data)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    raise UpstreamServerError(f"{self.name}: upstream sent a malformed stream event") from None
+                last = chunk
+                if chunk.usage is not None:
+                    call.usage = chunk.usage
+                    if not client_wants_usage and not chunk.choices:
+                        continue  # a usage-only chunk the client did not ask for
+                elif chunk.choices:
+                    text = chunk.text()
+                    if text:
+                        generated.append(text)
                 yield data
         finally:
             await response.aclose()
+        if call.usage is None:  # the upstream reported none: count it
+            call.usage = _counted(call, "".join(generated))
+            if client_wants_usage and last is not None:
+                yield encode(ChatCompletionChunk("", 0, call.model.upstream, [], usage=call.usage))

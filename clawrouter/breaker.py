@@ -1,0 +1,98 @@
+"""Circuit breakers, one per (provider, model).
+
+``closed``: requests flow; ``failure_threshold`` consecutive upstream failures
+open it. ``open``: requests skip the model (routing excludes it, the execute
+stage falls back) until ``cooldown`` seconds passed. ``half_open``: exactly one
+request is let through as a probe; its success closes the breaker, its failure
+opens it again for another cooldown. There are no background probes: a probe is
+always a real request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+__all__ = ["Breakers", "CircuitBreaker"]
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+class CircuitBreaker:
+    __slots__ = ("_clock", "_key", "_tripped", "cooldown", "failures", "opened_at", "probing", "state", "threshold")
+
+    def __init__(
+        self,
+        threshold: int,
+        cooldown: float,
+        clock: Callable[[], float] = time.monotonic,
+        tripped: set[tuple[str, str]] | None = None,
+        key: tuple[str, str] = ("", ""),
+    ) -> None:
+        self._tripped = set() if tripped is None else tripped
+        self._key = key
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self._clock = clock
+        self.state = CLOSED
+        self.failures = 0
+        self.opened_at = 0.0
+        self.probing = False
+
+    def available(self) -> bool:
+        """Whether routing should consider the model (no state change)."""
+        if self.state == CLOSED:
+            return True
+        if self.state == OPEN:
+            return self._clock() - self.opened_at >= self.cooldown
+        return not self.probing
+
+    def allow(self) -> bool:
+        """Whether a request may go to the model now; takes the probe slot when half-open."""
+        if self.state == CLOSED:
+            return True
+        if self.state == OPEN:
+            if self._clock() - self.opened_at < self.cooldown:
+                return False
+            self.state = HALF_OPEN
+            self.probing = False
+        if self.probing:
+            return False
+        self.probing = True
+        return True
+
+    def success(self) -> None:
+        self.state, self.failures, self.probing = CLOSED, 0, False
+        self._tripped.discard(self._key)
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.state == HALF_OPEN or self.failures >= self.threshold:
+            self.state, self.opened_at, self.probing = OPEN, self._clock(), False
+            self._tripped.add(self._key)
+
+    def release(self) -> None:
+        """The request ended without a verdict on the upstream's health (e.g. a 400)."""
+        if self.state == HALF_OPEN:
+            self.success()
+
+
+class Breakers:
+    def __init__(self, threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.threshold, self.cooldown, self._clock = threshold, cooldown, clock
+        self._by_key: dict[tuple[str, str], CircuitBreaker] = {}
+        #: keys of breakers that are not closed: routing's fast path when it is empty
+        self.tripped: set[tuple[str, str]] = set()
+
+    def get(self, provider: str, model: str) -> CircuitBreaker:
+        key = (provider, model)
+        breaker = self._by_key.get(key)
+        if breaker is None:
+            breaker = self._by_key[key] = CircuitBreaker(self.threshold, self.cooldown, self._clock, self.tripped, key)
+        return breaker
+
+    def available(self, provider: str, model: str) -> bool:
+        return not self.tripped or (provider, model) not in self.tripped or self.get(provider, model).available()
+
+    def states(self) -> dict[str, str]:
+        return {f"{p}/{m}" if not m.startswith(p + "/") else m: b.state for (p, m), b in self._by_key.items()}
