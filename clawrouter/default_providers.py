@@ -3,8 +3,11 @@
 ``[providers.NAME]`` entries of ``kind = "simulated"``, ``kind = "openai"`` (any
 OpenAI-compatible server) or one of the OpenAI-compatible presets (``deepseek``,
 ``xai``, ``groq``, ``together``, ``fireworks``, ``mistral``, ``openrouter``,
-``moonshot``, ``qwen``, ``perplexity``, ``ollama``, ``vllm``, ``llamacpp``) are
-built here; other kinds are left to the plugins that provide them.
+``moonshot``, ``qwen``, ``perplexity``, ``ollama``, ``vllm``, ``llamacpp``),
+``kind = "anthropic"`` (native Messages API) and ``kind = "gemini"`` (native
+Gemini API) are built here; other kinds are left to the plugins that provide
+them. The shipped catalogue (``clawrouter/data/models.toml``) is registered
+too; its models appear once their provider is configured.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .catalogue import ModelInfo
+from .catalogue import ModelInfo, builtin_models
 from .config import Config, ConfigError
 from .hookspecs import hookimpl
 from .providers.base import Provider
+from .providers.anthropic import AnthropicProvider, AnthropicSettings
+from .providers.gemini import GeminiProvider, GeminiSettings
 from .providers.openai_compat import PRESETS, OpenAICompatibleProvider, OpenAISettings
 from .providers.simulated import SimulatedProvider, SimulatedSettings, simulated_models
 
@@ -48,12 +53,16 @@ def register_providers(config: Config) -> Iterable[Provider]:
             providers.append(SimulatedProvider(name, settings(name, data, SimulatedSettings)))
         elif kind in PRESETS:
             providers.append(OpenAICompatibleProvider(name, settings(name, data, OpenAISettings)))
+        elif kind == "anthropic":
+            providers.append(AnthropicProvider(name, settings(name, data, AnthropicSettings)))
+        elif kind == "gemini":
+            providers.append(GeminiProvider(name, settings(name, data, GeminiSettings)))
     return providers
 
 
 @hookimpl(trylast=True)
 def register_models(config: Config) -> Iterable[ModelInfo]:
-    models: list[ModelInfo] = []
+    models: list[ModelInfo] = builtin_models()
     for name, data in config.providers.items():
         if data.get("kind") == "simulated":
             models.extend(simulated_models(name))

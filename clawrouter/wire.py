@@ -29,6 +29,7 @@ __all__ = [
     "ErrorDetail",
     "Model",
     "ModelList",
+    "RouteConstraints",
     "StreamOptions",
     "Usage",
     "decode_raw",
@@ -49,6 +50,7 @@ class ContentPart(Struct, omit_defaults=True):
 
     type: str
     text: str | UnsetType = UNSET
+    cache_control: dict[str, Any] | UnsetType = UNSET
     image_url: ImageURL | UnsetType = UNSET
     input_audio: dict[str, Any] | UnsetType = UNSET
     file: dict[str, Any] | UnsetType = UNSET
@@ -59,7 +61,7 @@ class FunctionCall(Struct, omit_defaults=True):
     arguments: str | UnsetType = UNSET
 
 
-class ToolCall(Struct, omit_defaults=True):
+class ToolCall(Struct):  # not omit_defaults: clients need "type": "function"
     id: str | UnsetType = UNSET
     type: str = "function"
     function: FunctionCall | UnsetType = UNSET
@@ -77,6 +79,22 @@ class ChatMessage(Struct, omit_defaults=True):
 
 class StreamOptions(Struct, omit_defaults=True):
     include_usage: bool | UnsetType = UNSET
+
+
+class RouteConstraints(Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """Routing constraints, in the request body as ``"clawrouter": {...}`` (never
+    forwarded upstream) or as ``x-clawrouter-*`` headers (see docs/routing.md)."""
+
+    max_price: float | None = None
+    latency_slo_ms: float | None = None
+    capabilities: list[str] = []
+    models: list[str] = []
+    deny_models: list[str] = []
+    providers: list[str] = []
+    deny_providers: list[str] = []
+    min_quality: float | None = None
+    profile: Literal["eco", "auto", "premium"] | None = None
+    strategy: str | None = None
 
 
 class ChatCompletionRequest(Struct, omit_defaults=True):
@@ -101,6 +119,7 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
     response_format: dict[str, Any] | UnsetType | None = UNSET
     stream_options: StreamOptions | UnsetType | None = UNSET
     user: str | UnsetType = UNSET
+    clawrouter: RouteConstraints | UnsetType | None = UNSET
 
     def output_cap(self) -> int | None:
         """The request's own bound on output tokens, if it set one."""

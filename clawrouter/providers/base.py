@@ -12,6 +12,8 @@ answers in OpenAI's shape::
      +-- ContextWindowExceeded    400 prompt too long for this model    (fallback)
      +-- ContentPolicyViolation   400 refused by the upstream's policy  (fallback)
      +-- UpstreamBadRequest       400 the upstream rejected the request (final)
+     +-- UnsupportedParameter     400 a parameter the upstream cannot honour   (fallback)
+     +-- UntranslatableRequest    400 not expressible for this upstream (final)
 
 ``fallback`` says whether the execute stage may try the next model of the
 route's chain (only before the first byte reached the client); ``retryable``
@@ -28,7 +30,7 @@ from typing import Protocol, runtime_checkable
 from msgspec import Raw
 
 from ..catalogue import ModelInfo
-from ..errors import ClawError
+from ..errors import BadRequest, ClawError
 from ..wire import ChatCompletionRequest, Usage, decode_raw, encode
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "UpstreamRateLimited",
     "UpstreamServerError",
     "UpstreamTimeout",
+    "UnsupportedParameter",
+    "UntranslatableRequest",
     "UpstreamUnavailable",
 ]
 
@@ -113,28 +117,53 @@ class UpstreamBadRequest(ProviderError):
     type = "invalid_request_error"
 
 
+class UnsupportedParameter(BadRequest, ProviderError):
+    """A request parameter or content part the upstream cannot honour: 400 naming it.
+
+    Raised before anything is sent (unless the provider's ``drop_params`` is
+    on, which drops the parameter instead). ``fallback`` lets the execute stage
+    try the next model of the chain, which may support it.
+    """
+
+    status = 400
+    type = "invalid_request_error"
+    fallback = True
+
+
+class UntranslatableRequest(BadRequest, ProviderError):
+    """The request cannot be expressed in the upstream's format at all: 400, final."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
 class ChatCall:
     """One attempt of one request on one model.
 
     ``raw`` is the client's body as ``{field: raw JSON}`` (decoded on first
     use), so fields the router does not know are forwarded as they came. A
     streaming adapter sets ``usage`` as soon as it knows it (at the latest when
-    its iterator ends).
+    its iterator ends), and ``ratelimit`` when the upstream reports its
+    remaining request budget.
     """
 
-    __slots__ = ("_raw", "body", "model", "request", "usage")
+    __slots__ = ("_raw", "body", "model", "ratelimit", "request", "usage")
 
     def __init__(self, request: ChatCompletionRequest, model: ModelInfo, body: bytes = b"") -> None:
         self.request = request
         self.model = model
         self.body = body
         self.usage: Usage | None = None
+        #: (remaining, limit) requests from the upstream's rate-limit headers, if it sent them
+        self.ratelimit: tuple[float, float] | None = None
         self._raw: dict[str, Raw] | None = None
 
     @property
     def raw(self) -> dict[str, Raw]:
         if self._raw is None:
-            self._raw = decode_raw(self.body or encode(self.request))
+            raw = decode_raw(self.body or encode(self.request))
+            raw.pop("clawrouter", None)  # the router's own extension never goes upstream
+            self._raw = raw
         return self._raw
 
 

@@ -98,6 +98,9 @@ class OpenAISettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def key(self) -> str:
         return self.api_key or (os.environ.get(self.api_key_env, "") if self.api_key_env else "")
 
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAISettings(kind={self.kind!r}, base_url={self.base_url!r})"
+
 
 class _UpstreamErrorBody(msgspec.Struct):
     class Detail(msgspec.Struct):
