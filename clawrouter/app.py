@@ -32,11 +32,16 @@ CHAT = "/v1/chat/completions"
 
 
 def build_stack(router: Router, endpoint: ASGIApp | None = None) -> ASGIApp:
-    """auth → verify → route → settle(execute): the chat completions pipeline."""
+    """auth → verify → route → settle(execute): the chat completions pipeline.
+
+    With no payment rail registered, the verify and settle stages are left out
+    (they would only pass requests through)."""
     app: ASGIApp = endpoint or ExecuteApp(router)
-    app = SettleMiddleware(app, router)
+    if router.rails:
+        app = SettleMiddleware(app, router)
     app = RouteMiddleware(app, router)
-    app = VerifyMiddleware(app, router)
+    if router.rails:
+        app = VerifyMiddleware(app, router)
     return AuthMiddleware(app, router)
 
 

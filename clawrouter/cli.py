@@ -34,46 +34,82 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from .catalogue import builtin_models
     from .router import Router
 
     router = Router(args.config)
     models = list(router.catalogue)
+    if args.all:
+        known = {m.id for m in models}
+        models += [m for m in builtin_models() if m.id not in known]
     if args.json:
         import msgspec
 
-        print(msgspec.json.encode(models).decode())
+        rows_json = [{**msgspec.to_builtins(m), "available": m.id in router.catalogue} for m in models]
+        print(msgspec.json.encode(rows_json).decode())
         return 0
-    rows = [("MODEL", "PROVIDER", "IN $/M", "OUT $/M", "CONTEXT", "CAPABILITIES")]
+    rows = [("MODEL", "PROVIDER", "IN $/M", "OUT $/M", "CONTEXT", "CAPABILITIES", "AVAILABLE")]
     rows += [
-        (m.id, m.provider, f"{m.input_price:g}", f"{m.output_price:g}", str(m.context_window), ",".join(m.capabilities))
+        (
+            m.id,
+            m.provider,
+            f"{m.input_price:g}",
+            f"{m.output_price:g}",
+            str(m.context_window),
+            ",".join(m.capabilities),
+            "yes" if m.id in router.catalogue else "no (provider not configured)",
+        )
         for m in models
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    _table(rows)
     return 0
 
 
 def cmd_route(args: argparse.Namespace) -> int:
     from .router import Router
-    from .wire import ChatCompletionRequest, ChatMessage
+    from .wire import ChatCompletionRequest, ChatMessage, RouteConstraints
 
     router = Router(args.config)
     profile = args.profile or router.config.routing.default_profile
-    request = ChatCompletionRequest(model=profile, messages=[ChatMessage(role="user", content=args.prompt)])
-    decision = router.decide(request)
-    explained = decision.explain()
-    explained["quote_usd_micro"] = router.quote(request, decision)
+    constraints = RouteConstraints(max_price=args.max_price, strategy=args.strategy)
+    request = ChatCompletionRequest(
+        model=profile, messages=[ChatMessage(role="user", content=args.prompt)], clawrouter=constraints
+    )
+    explained = router.explain(request)
     if args.json:
         print(json.dumps(explained, indent=2))
         return 0
+    features = explained["features"]
     print(f"model:     {explained['model']} ({explained['provider']})")
+    print(f"fallbacks: {', '.join(explained['fallbacks']) or '-'}")
     print(f"profile:   {explained['profile']}  strategy: {explained['strategy']}")
-    print(f"fallbacks: {', '.join(m.id for m in decision.fallbacks) or '-'}")
+    print(
+        f"request:   task {features['task']}, tier {features['tier']}, ~{features['prompt_tokens']} prompt tokens, "
+        f"language {features['language']}"
+    )
     print(f"quote:     {explained['quote_usd_micro']} micro-USD (worst case over the chain)")
-    for model, reason in decision.excluded.items():
-        print(f"excluded:  {model}: {reason}")
+    print(f"decided in {explained['decision_us']} µs\n")
+    rows = [("CANDIDATE", "SCORE", "QUALITY", "PRICE", "LATENCY", "WORST µUSD", "EXCLUDED")]
+    for c in explained["candidates"]:
+        rows.append(
+            (
+                c["model"],
+                f"{c.get('score', 0):.3f}",
+                f"{c.get('quality', 0):.2f}",
+                f"{c.get('price', 0):.2f}",
+                f"{c.get('latency', 0):.2f}",
+                str(c["worst_case_usd_micro"]),
+                c.get("excluded", ""),
+            )
+        )
+    _table(rows)
     return 0
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -110,12 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the model catalogue")
     common(p)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--all", action="store_true", help="include shipped models whose provider is not configured")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("route", help="explain which model a prompt would be routed to")
     common(p)
     p.add_argument("prompt")
     p.add_argument("--profile", choices=["eco", "auto", "premium"], help="routing profile (default: config)")
+    p.add_argument("--max-price", type=float, metavar="USD", help="most the request may cost (worst case)")
+    p.add_argument("--strategy", help="routing strategy (default: config)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_route)
 

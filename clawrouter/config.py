@@ -55,6 +55,8 @@ class RoutingConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tru
     default_profile: str = "auto"
     default_max_tokens: int = 1024
     fallbacks: int = 2
+    weights: dict[str, float] = {}
+    order: list[str] = []
 
 
 class ExecutionConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

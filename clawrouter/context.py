@@ -13,11 +13,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from msgspec import Raw
 
 from .errors import BadRequest, ClawError, PayloadTooLarge
 from .types import Receive, Scope, Send
-from .wire import ChatCompletionRequest, Usage, decode_raw, decode_request
+from .wire import ChatCompletionRequest, Usage, decode_request
 
 if TYPE_CHECKING:
     from .payments import SettlementResponse, VerifiedPayment
@@ -59,8 +58,8 @@ def _request_id() -> str:
 
 class RequestContext:
     __slots__ = (
-        "_raw",
         "actor",
+        "attempt_started",
         "body",
         "cost_pico",
         "decision",
@@ -74,6 +73,7 @@ class RequestContext:
         "started",
         "status",
         "succeeded",
+        "ttft",
         "usage",
     )
 
@@ -84,7 +84,6 @@ class RequestContext:
         self.actor: Actor = ANONYMOUS
         self.body: bytes | None = None
         self.request: ChatCompletionRequest | None = None
-        self._raw: dict[str, Raw] | None = None
         self.decision: RouteDecision | None = None
         self.payment: VerifiedPayment | None = None
         self.settlement: SettlementResponse | None = None
@@ -95,6 +94,8 @@ class RequestContext:
         self.status = 0
         self.succeeded = False
         self.error: str | None = None
+        self.ttft: float | None = None  # seconds to the first streamed chunk
+        self.attempt_started = 0.0
 
     async def read_body(self, scope: Scope, receive: Receive) -> bytes:
         if self.body is not None:
@@ -150,14 +151,6 @@ class RequestContext:
         """Answer with ``error`` and record it as this request's outcome."""
         self.status, self.error = error.status, error.message
         await error.send(send)
-
-    @property
-    def raw(self) -> dict[str, Raw]:
-        """The request's top-level fields as raw JSON, for forwarding unknown fields."""
-        if self._raw is None:
-            assert self.body is not None
-            self._raw = decode_raw(self.body)
-        return self._raw
 
 
 def get_context(scope: Scope, router: Router) -> RequestContext:

@@ -20,8 +20,8 @@ import msgspec
 from .catalogue import ModelInfo, builtin_models
 from .config import Config, ConfigError
 from .hookspecs import hookimpl
-from .providers.base import Provider
 from .providers.anthropic import AnthropicProvider, AnthropicSettings
+from .providers.base import Provider
 from .providers.gemini import GeminiProvider, GeminiSettings
 from .providers.openai_compat import PRESETS, OpenAICompatibleProvider, OpenAISettings
 from .providers.simulated import SimulatedProvider, SimulatedSettings, simulated_models

@@ -12,7 +12,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,27 +21,42 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .breaker import Breakers
-from .catalogue import VIRTUAL_MODELS, Catalogue, CatalogueError, ModelInfo, model_from_dict
+from .catalogue import VIRTUAL_MODELS, Catalogue, CatalogueError, ModelInfo, merge_models, model_from_dict
+from .classify import classify
 from .config import Config, ConfigError, load_config
 from .context import Actor
-from .errors import BadRequest, ServiceUnavailable, Unauthorized
+from .errors import BadRequest, ClawError, ServiceUnavailable, Unauthorized
 from .events import Event, EventBus
 from .ledger import Ledger, LedgerFactory
 from .payments import PaymentRail
 from .plugins import PluginError, PluginInfo, load_plugins
 from .pricing import cost_pico, micro_usd
 from .providers.base import Provider
-from .routing import RouteDecision, RouteFeatures, RoutingStrategy
+from .routing import OrderedStrategy, RouteDecision, RouteFeatures, RoutingStrategy, latency_of, quality
 from .state import StateBackend, StateBackendFactory
+from .stats import LiveStats
+from .tokens import prompt_bound
 from .types import ASGIApp, Scope
-from .wire import ChatCompletionRequest, Model, ModelList, encode
+from .wire import ChatCompletionRequest, Model, ModelList, RouteConstraints, encode
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-__all__ = ["Router"]
+__all__ = ["Router", "merge_constraints"]
 
 log = logging.getLogger("clawrouter")
+
+
+def merge_constraints(
+    body: RouteConstraints | msgspec.UnsetType | None, headers: RouteConstraints | None
+) -> RouteConstraints | None:
+    """The body's ``clawrouter`` constraints, with headers filling what the body left unset."""
+    if not isinstance(body, RouteConstraints):
+        return headers
+    if headers is None:
+        return body
+    merged = {**msgspec.structs.asdict(headers), **msgspec.to_builtins(body)}
+    return msgspec.convert(merged, RouteConstraints)
 
 
 class Router:
@@ -111,6 +127,9 @@ class Router:
         )
         execution = self.config.execution
         self.breakers = Breakers(execution.breaker_failures, execution.breaker_cooldown)
+        self.stats = LiveStats()
+        self._rankings: dict[Any, list[ModelInfo]] = {}
+        self._rankings_generation = -1
         self._started = False
         from .app import build_app
 
@@ -158,14 +177,18 @@ class Router:
 
     def _build_catalogue(self) -> Catalogue:
         catalogue = Catalogue()
-        entries = self._collect("register_models", config=self.config)
-        entries += [("config", m) for m in self.config.models]
-        for plugin, entry in entries:
+        origin: dict[str, str] = {}
+        registered: list[ModelInfo] = []
+        for plugin, entry in self._collect("register_models", config=self.config):
             model = entry if isinstance(entry, ModelInfo) else model_from_dict(entry)
+            origin[model.id] = plugin
+            registered.append(model)
+        # [[models]] in the config override fields of registered models by id, or add models
+        for model in merge_models(registered, self.config.models):
             if model.provider not in self.providers:
                 continue
             catalogue.add(model)
-            info = self._by_plugin.get(plugin)
+            info = self._by_plugin.get(origin.get(model.id, "config"))
             if info is not None:
                 info.registered.setdefault("models", []).append(model.id)
         if not len(catalogue):
@@ -191,7 +214,33 @@ class Router:
         actor: Actor = result
         return actor
 
-    def features(self, request: ChatCompletionRequest) -> RouteFeatures:
+    def features(self, request: ChatCompletionRequest, constraints: RouteConstraints | None = None) -> RouteFeatures:
+        name = request.model
+        if name not in VIRTUAL_MODELS and (constraints is None or constraints.min_quality is None):
+            return self._explicit_features(request, constraints)
+        found = classify(request)
+        profile: str
+        if constraints is not None and constraints.profile is not None:
+            profile = constraints.profile
+        else:
+            profile = name if name in VIRTUAL_MODELS else self.config.routing.default_profile
+        return RouteFeatures(
+            profile=profile,
+            prompt_tokens=found.prompt_tokens,
+            output_tokens=request.output_cap() or self.config.routing.default_max_tokens,
+            task=found.task,
+            tier=found.tier,
+            complexity=found.complexity,
+            needs_tools=found.needs_tools,
+            needs_vision=found.needs_vision,
+            long_context=found.long_context,
+            language=found.language,
+            stream=request.stream,
+            capabilities=constraints.capabilities if constraints is not None else (),
+        )
+
+    def _explicit_features(self, request: ChatCompletionRequest, constraints: RouteConstraints | None) -> RouteFeatures:
+        """A model named explicitly is not scored: only what its checks need, without classifying."""
         chars = 0
         vision = False
         for message in request.messages:
@@ -204,18 +253,132 @@ class Router:
                         chars += len(part.text)
                     elif part.type == "image_url":
                         vision = True
-        name = request.model
         return RouteFeatures(
-            profile=name if name in VIRTUAL_MODELS else self.config.routing.default_profile,
+            profile=self.config.routing.default_profile,
             prompt_tokens=chars // 3 + 4 * len(request.messages),
             output_tokens=request.output_cap() or self.config.routing.default_max_tokens,
             needs_tools=bool(request.tools),
             needs_vision=vision,
+            stream=request.stream,
+            capabilities=constraints.capabilities if constraints is not None else (),
         )
 
-    def decide(self, request: ChatCompletionRequest) -> RouteDecision:
+    def _strategy_for(self, constraints: RouteConstraints | None) -> RoutingStrategy:
+        if constraints is None:
+            return self.strategy
+        if constraints.strategy is not None:
+            strategy = self.strategies.get(constraints.strategy)
+            if strategy is None:
+                raise BadRequest(
+                    f"unknown routing strategy {constraints.strategy!r}; installed: {sorted(self.strategies)}",
+                    param="clawrouter.strategy",
+                )
+            if strategy.name == "ordered" and constraints.models:
+                return OrderedStrategy(constraints.models)
+            return strategy
+        return self.strategy
+
+    def _ranking(self, strategy: RoutingStrategy, features: RouteFeatures) -> list[ModelInfo]:
+        generation = self.stats.maybe_refresh()
+        if generation != self._rankings_generation:
+            self._rankings.clear()
+            self._rankings_generation = generation
+        key = strategy.cache_key(features)
+        if key is None:
+            return strategy.rank(features, self._available, self.stats)
+        key = (strategy.name, key)
+        ranking = self._rankings.get(key)
+        if ranking is None:
+            ranking = self._rankings[key] = strategy.rank(features, self._available, self.stats)
+        return ranking
+
+    def exclusion(
+        self,
+        model: ModelInfo,
+        features: RouteFeatures,
+        constraints: RouteConstraints | None,
+        request: ChatCompletionRequest,
+    ) -> str | None:
+        """Why ``model`` cannot serve this request, as ``"<constraint>: <reason>"``, or ``None``."""
+        return self._checker(features, constraints, request, detailed=True)(model)
+
+    def _checker(
+        self,
+        features: RouteFeatures,
+        constraints: RouteConstraints | None,
+        request: ChatCompletionRequest,
+        *,
+        detailed: bool = False,
+    ) -> Callable[[ModelInfo], str | None]:
+        """The hard constraints of one request, prepared once and applied to each model walked
+        (``detailed``: reasons with figures, for explanations and errors)."""
+        fits = features.fits
+        breakers = self.breakers
+        if constraints is None:
+
+            def check_plain(model: ModelInfo) -> str | None:
+                reason = fits(model)
+                if reason is None and breakers.tripped and not breakers.available(model.provider, model.id):
+                    return "circuit: open after repeated upstream failures"
+                return reason
+
+            return check_plain
+        allowed = set(constraints.models)
+        denied = set(constraints.deny_models)
+        providers = set(constraints.providers)
+        deny_providers = set(constraints.deny_providers)
+        min_quality = constraints.min_quality
+        slo = constraints.latency_slo_ms
+        task, stream = features.task, features.stream
+        max_pico = None
+        if constraints.max_price is not None:
+            max_pico = round(constraints.max_price * 10**12)
+            if features.prompt_bound < 0:
+                features.prompt_bound = prompt_bound(request)
+            prompt = features.prompt_bound
+            output = request.output_cap() or self.config.routing.default_max_tokens
+
+        def check(model: ModelInfo) -> str | None:
+            if max_pico is not None:  # first: the cheapest test, and the one that excludes most
+                worst = -(-(prompt * model.input_pico + output * model.output_pico) // 1_000_000)
+                if worst * 1_000_000 > max_pico:
+                    if not detailed:
+                        return "max_price: worst case over the limit"
+                    return f"max_price: worst case ${worst / 1e6:.6f} > ${max_pico / 1e12:g}"
+            reason = fits(model)
+            if reason is not None:
+                return reason
+            if breakers.tripped and not breakers.available(model.provider, model.id):
+                return "circuit: open after repeated upstream failures"
+            if allowed and model.id not in allowed and not allowed.intersection(model.aliases):
+                return "models: not in the allowed list"
+            if denied and (model.id in denied or denied.intersection(model.aliases)):
+                return "deny_models: denied"
+            if providers and model.provider not in providers:
+                return "providers: not allowed"
+            if model.provider in deny_providers:
+                return "deny_providers: denied"
+            if min_quality is not None:
+                score = quality(model, task)
+                if score < min_quality:
+                    return f"min_quality: {task} quality {score:.2f} < {min_quality:g}"
+            if slo is not None:
+                snapshot = self.stats.snapshot(model.id)
+                if (snapshot.ttft if stream else snapshot.latency) is not None:
+                    p95 = latency_of(snapshot, stream) * 1000
+                    if p95 > slo:
+                        return f"latency_slo_ms: p95 {p95:.0f} ms > {slo:g} ms"
+            return None
+
+        return check
+
+    def decide(
+        self, request: ChatCompletionRequest, header_constraints: RouteConstraints | None = None
+    ) -> RouteDecision:
         """Pick the model chain for ``request``; :class:`BadRequest` names what excluded what."""
-        features = self.features(request)
+        started = time.perf_counter_ns()
+        constraints = merge_constraints(request.clawrouter, header_constraints)
+        features = self.features(request, constraints)
         keep = self.config.routing.fallbacks
         name = request.model
         if name not in VIRTUAL_MODELS:
@@ -227,36 +390,111 @@ class Router:
                     param="model",
                     code="model_not_found",
                 )
-            reason = features.fits(model)
+            check = self._checker(features, constraints, request, detailed=True)
+            reason = check(model)
             if reason is not None:
+                if reason.startswith("circuit"):
+                    raise self._circuit_open()
                 raise BadRequest(f"model {model.id!r} cannot serve this request: {reason}", param="model")
             chain = [self.catalogue.get(f) for f in model.fallbacks]
-            fallbacks = [m for m in chain if m is not None and features.fits(m) is None][:keep]
-            return RouteDecision(model, fallbacks, strategy="explicit")
-        excluded: dict[str, str] = {}
-        candidates: list[ModelInfo] = []
-        breakers = self.breakers
-        for model in self._available:
-            reason = features.fits(model)
-            if reason is None and not breakers.available(model.provider, model.id):
-                reason = "circuit open"
-            if reason is None:
-                candidates.append(model)
-            else:
-                excluded[model.id] = reason
-        if not candidates:
-            if "circuit open" in excluded.values():
-                raise ServiceUnavailable(
-                    "every model able to serve this request is failing upstream (circuit open); retry later",
-                    code="circuit_open",
-                    headers=[(b"retry-after", str(max(1, round(self.config.execution.breaker_cooldown))).encode())],
-                )
-            detail = "; ".join(f"{k}: {v}" for k, v in excluded.items())
-            raise BadRequest(f"no model can serve this request ({detail})", param="model", code="no_model")
-        ranked = self.strategy.rank(features, candidates)
-        return RouteDecision(
-            ranked[0], ranked[1 : 1 + keep], strategy=self.strategy.name, profile=features.profile, excluded=excluded
+            fallbacks = [m for m in chain if m is not None and check(m) is None][:keep]
+            decision = RouteDecision(model, fallbacks, strategy="explicit", features=features)
+        else:
+            strategy = self._strategy_for(constraints)
+            chosen: list[ModelInfo] = []
+            excluded: dict[str, str] = {}
+            check = self._checker(features, constraints, request)
+            for model in self._ranking(strategy, features):
+                reason = check(model)
+                if reason is None:
+                    chosen.append(model)
+                    if len(chosen) > keep:
+                        break
+                else:
+                    excluded[model.id] = reason
+            if not chosen:
+                raise self._nothing_fits(features, constraints, request, strategy)
+            decision = RouteDecision(
+                chosen[0],
+                chosen[1:],
+                strategy=strategy.name,
+                profile=features.profile,
+                excluded=excluded,
+                features=features,
+            )
+        decision.elapsed_ns = time.perf_counter_ns() - started
+        return decision
+
+    def _circuit_open(self) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            "every model able to serve this request is failing upstream (circuit open); retry later",
+            code="circuit_open",
+            headers=[(b"retry-after", str(max(1, round(self.config.execution.breaker_cooldown))).encode())],
         )
+
+    def _nothing_fits(
+        self,
+        features: RouteFeatures,
+        constraints: RouteConstraints | None,
+        request: ChatCompletionRequest,
+        strategy: RoutingStrategy,
+    ) -> ClawError:
+        by_constraint: dict[str, list[str]] = {}
+        check = self._checker(features, constraints, request, detailed=True)
+        for model in self._available:
+            reason = check(model)
+            if reason is None:  # fits, but the strategy ranked it out (e.g. weights, order)
+                reason = f"strategy: not chosen by {strategy.name}"
+            by_constraint.setdefault(reason.split(":", 1)[0], []).append(model.id)
+        if set(by_constraint) == {"circuit"}:
+            return self._circuit_open()
+        detail = "; ".join(
+            f"{name} excluded {len(ids)} model{'s' * (len(ids) != 1)} ({', '.join(ids[:5])}{', …' * (len(ids) > 5)})"
+            for name, ids in sorted(by_constraint.items())
+        )
+        return BadRequest(f"no model can serve this request: {detail}", param="model", code="no_model")
+
+    def explain(
+        self, request: ChatCompletionRequest, header_constraints: RouteConstraints | None = None
+    ) -> dict[str, Any]:
+        """The decision with every candidate's score components and every exclusion's reason."""
+        decision = self.decide(request, header_constraints)
+        constraints = merge_constraints(request.clawrouter, header_constraints)
+        features = decision.features or self.features(request, constraints)
+        strategy = self._strategy_for(constraints)
+        components = getattr(strategy, "components", None)
+        scores = components(features, self._available, self.stats) if components is not None else {}
+        candidates = []
+        check = self._checker(features, constraints, request, detailed=True)
+        for model in self._ranking(strategy, features):
+            entry: dict[str, Any] = {"model": model.id, "provider": model.provider}
+            entry.update({k: round(v, 4) for k, v in scores.get(model.id, {}).items()})
+            entry["worst_case_usd_micro"] = micro_usd(self.worst_case_pico(request, model))
+            reason = check(model)
+            if reason is not None:
+                entry["excluded"] = reason
+            candidates.append(entry)
+        out = decision.explain()
+        out["quote_usd_micro"] = self.quote(request, decision)
+        out["candidates"] = candidates
+        out["excluded"] = {c["model"]: c["excluded"] for c in candidates if "excluded" in c}
+        out["live"] = self.stats.report(m.id for m in decision.chain)
+        return out
+
+    def worst_case_pico(
+        self, request: ChatCompletionRequest, model: ModelInfo, features: RouteFeatures | None = None
+    ) -> int:
+        """The most ``request`` can cost on ``model``: every UTF-8 byte of its text a token
+        (:func:`clawrouter.tokens.prompt_bound`), and the output cap (the request's, else
+        ``[routing] default_max_tokens``) fully used."""
+        if features is not None:
+            if features.prompt_bound < 0:
+                features.prompt_bound = prompt_bound(request)
+            prompt = features.prompt_bound
+        else:
+            prompt = prompt_bound(request)
+        output = request.output_cap() or self.config.routing.default_max_tokens
+        return cost_pico(model, prompt, output)
 
     def quote(self, request: ChatCompletionRequest, decision: RouteDecision) -> int:
         """Worst-case price of ``request`` over the whole chain, in micro-USD (USDC atomic units).
@@ -264,9 +502,7 @@ class Router:
         Input tokens are bounded by the UTF-8 length of every string in the
         request (a token is at least one byte), so the quote never undercounts.
         """
-        prompt = len(encode(request.messages)) + 4 * len(request.messages)
-        output = request.output_cap() or self.config.routing.default_max_tokens
-        return max(micro_usd(cost_pico(m, prompt, output)) for m in decision.chain)
+        return max(micro_usd(self.worst_case_pico(request, m)) for m in decision.chain)
 
     # --- lifecycle ---------------------------------------------------------------------
 

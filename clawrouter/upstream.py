@@ -40,6 +40,7 @@ __all__ = [
     "UpstreamResponse",
     "UpstreamTransport",
     "default_transport",
+    "iter_sse_batches",
     "iter_sse_data",
 ]
 
@@ -114,11 +115,14 @@ class AiohttpTransport:
     def __init__(self, *, limit: int = 256) -> None:
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
+        self._client_error: type[Exception] = Exception
 
     async def start(self) -> None:
         if self._session is None:
             import aiohttp
 
+            self._client_error = aiohttp.ClientError
             connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
@@ -142,19 +146,21 @@ class AiohttpTransport:
             log.debug("prewarm of %s failed: %s", url, exc)
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> UpstreamResponse:
-        import aiohttp
-
         if self._session is None:
             await self.start()
         assert self._session is not None
-        timeout = aiohttp.ClientTimeout(
-            total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.first_byte
-        )
+        timeout = self._timeouts.get(timeouts)
+        if timeout is None:
+            import aiohttp
+
+            timeout = self._timeouts[timeouts] = aiohttp.ClientTimeout(
+                total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.first_byte
+            )
         try:
             response = await self._session.post(url, data=body, headers=headers, timeout=timeout)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"upstream timed out: {type(exc).__name__}") from exc
-        except aiohttp.ClientError as exc:
+        except self._client_error as exc:
             raise UpstreamUnavailable(f"upstream unreachable: {type(exc).__name__}") from exc
         return _AiohttpResponse(response)
 
@@ -247,28 +253,48 @@ def default_transport() -> UpstreamTransport:
     return AiohttpTransport()
 
 
-async def iter_sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The ``data:`` payloads of a server-sent event stream, one per event.
+async def iter_sse_batches(chunks: AsyncIterator[bytes], *, json: bool = False) -> AsyncIterator[list[bytes]]:
+    """The ``data:`` payloads of a server-sent event stream, as one list per read.
 
-    Handles events split across reads, ``\\r\\n`` line ends, comments and
-    multi-line data. ``[DONE]`` is passed through as ``b"[DONE]"``.
+    Events that arrived together stay together, so a gateway can relay them in
+    one write. Handles events split across reads, ``\r\n`` line ends, comments
+    and multi-line data. ``[DONE]`` is passed through as ``b"[DONE]"``. With
+    ``json``, a last event left unterminated by the end of the stream must be
+    whole JSON, else the stream was cut: :class:`UpstreamUnavailable`.
     """
-    buffer = b""
+    pending = b""
     async for chunk in chunks:
-        buffer += chunk
+        buffer = pending + chunk if pending else chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
-        while True:
-            end = buffer.find(b"\n\n")
-            if end < 0:
-                break
-            event, buffer = buffer[:end], buffer[end + 2 :]
-            data = _event_data(event)
-            if data is not None:
-                yield data
-    if buffer.strip():
-        data = _event_data(buffer)
+        events = buffer.split(b"\n\n")
+        pending = events.pop()
+        batch: list[bytes] = []
+        for event in events:
+            if event.startswith(b"data: ") and b"\n" not in event:
+                batch.append(event[6:])  # the usual one-line event
+            else:
+                data = _event_data(event)
+                if data is not None:
+                    batch.append(data)
+        if batch:
+            yield batch
+    if pending.strip():
+        # the stream ended without closing its last event: pass it on only if it is whole
+        data = _event_data(pending.rstrip(b"\r\n"))
         if data is not None:
+            if json and data != b"[DONE]":
+                try:
+                    msgspec.json.decode(data)
+                except msgspec.DecodeError:
+                    raise UpstreamUnavailable("upstream stream ended in the middle of an event") from None
+            yield [data]
+
+
+async def iter_sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The ``data:`` payloads of a server-sent event stream, one per event."""
+    async for batch in iter_sse_batches(chunks):
+        for data in batch:
             yield data
 
 

@@ -192,17 +192,19 @@ async def test_circuit_breaker_opens_probes_once_and_closes(make):
     router, upstream, client = await make(
         {"a": [failing, failing, failing, (200, completion("a"), {})], "b": [(200, completion("b"), {})]},
         execution={"max_retries": 0},
+        fallbacks={"a": ["b"]},
     )
     for _ in range(3):
-        await client.post(URL, json=chat(model="auto"))  # a is preferred (quality), fails, b serves
+        response = await client.post(URL, json=chat(model="a"))  # a fails, its fallback b serves
+        assert response.headers["x-clawrouter-model"] == "b"
     assert router.breakers.get("up", "a").state == "open"
     decision = router.decide(router_request("auto"))
-    assert decision.primary.id == "b" and decision.excluded == {"a": "circuit open"}
+    assert decision.primary.id == "b" and decision.excluded == {"a": "circuit: open after repeated upstream failures"}
     before = upstream.attempts("a")
     assert (await client.post(URL, json=chat(model="a"))).status_code == 503  # explicit: skipped, not called
     assert upstream.attempts("a") == before
     await asyncio.sleep(0.35)  # cooldown: half-open, one probe allowed
-    response = await client.post(URL, json=chat(model="auto"))
+    response = await client.post(URL, json=chat(model="a"))
     assert response.headers["x-clawrouter-model"] == "a"
     assert router.breakers.get("up", "a").state == "closed"
 

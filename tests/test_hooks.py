@@ -93,7 +93,10 @@ async def test_hook_register_routing_strategies(clawrouter_router, clawrouter_cl
     class Priciest:
         name = "priciest"
 
-        def rank(self, features, candidates):
+        def cache_key(self, features):
+            return None
+
+        def rank(self, features, candidates, stats):
             return sorted(candidates, key=lambda m: -m.output_price)
 
     class Plugin:

@@ -21,7 +21,7 @@ from clawrouter.providers import (
 from clawrouter.providers.base import ChatCall
 from clawrouter.providers.openai_compat import OpenAICompatibleProvider, OpenAISettings
 from clawrouter.server import BackgroundServer
-from clawrouter.upstream import AiohttpTransport, HttpxTransport, Timeouts, iter_sse_data
+from clawrouter.upstream import AiohttpTransport, HttpxTransport, Timeouts, iter_sse_batches, iter_sse_data
 from clawrouter.wire import decode_request
 
 ERRORS = {
@@ -123,7 +123,10 @@ def call(model: str, stream: bool = False) -> ChatCall:
 async def provider(request, server):
     transport = AiohttpTransport() if request.param == "aiohttp" else HttpxTransport()
     settings = OpenAISettings(
-        base_url=server.url + "/v1", api_key="sk-upstream", timeouts=Timeouts(connect=1, first_byte=0.3, total=2)
+        base_url=server.url + "/v1",
+        api_key="sk-upstream",
+        timeouts=Timeouts(connect=1, first_byte=0.3, total=2),
+        prewarm=False,
     )
     provider = OpenAICompatibleProvider("up", settings, transport)
     await provider.start()
@@ -135,7 +138,9 @@ async def test_chat_and_stream(provider):
     completion = await provider.chat(call("real"))
     assert json.loads(completion.body)["model"] == "real" and completion.usage.total_tokens == 3
     c = call("real", stream=True)
-    chunks = [json.loads(x) async for x in provider.stream(c)]
+    batches = [batch async for batch in provider.stream(c)]
+    assert all(isinstance(batch, list) for batch in batches)  # chunks that arrived together stay together
+    chunks = [json.loads(x) for batch in batches for x in batch]
     assert [ch["choices"][0]["delta"]["content"] for ch in chunks] == ["w0 ", "w1 ", "w2 "]
     assert c.usage.completion_tokens == 3
 
@@ -187,3 +192,15 @@ async def test_sse_parser_edge_cases():
         async for x in iter_sse_data(feed(b"data: a\r\n\r\ndata:", b" b\n", b"data: c\n\n: ping\n\nevent: x\ndata: d"))
     ]
     assert got == [b"a", b"b\nc", b"d"]
+
+
+async def test_sse_batches_keep_events_that_arrived_together():
+    async def feed(*parts: bytes):
+        for part in parts:
+            yield part
+
+    batches = [b async for b in iter_sse_batches(feed(b"data: 1\n\ndata: 2\n\ndata: 3", b"\n\n"))]
+    assert batches == [[b"1", b"2"], [b"3"]]
+    with pytest.raises(UpstreamUnavailable, match="middle of an event"):
+        [b async for b in iter_sse_batches(feed(b'data: {"a": 1}\n\ndata: {"cut'), json=True)]
+    assert [b async for b in iter_sse_batches(feed(b'data: {"a": 1}'), json=True)] == [[b'{"a": 1}']]

@@ -184,7 +184,9 @@ class Provider(Protocol):
     ``name`` is the provider's name in the config and in ``ModelInfo.provider``.
     ``chat`` returns a :class:`Completion`; ``stream`` is an async iterator of
     OpenAI ``chat.completion.chunk`` JSON documents (bytes, without SSE
-    framing). Both raise :class:`ProviderError` subclasses only.
+    framing), or of lists of them: chunks that arrived together from the
+    upstream may be yielded as one list, and the router relays them in one
+    write. Both raise :class:`ProviderError` subclasses only.
     """
 
     name: str
@@ -197,4 +199,4 @@ class Provider(Protocol):
 
     async def chat(self, call: ChatCall) -> Completion: ...
 
-    def stream(self, call: ChatCall) -> AsyncIterator[bytes]: ...
+    def stream(self, call: ChatCall) -> AsyncIterator[bytes | list[bytes]]: ...

@@ -24,7 +24,7 @@ import msgspec
 from msgspec import Raw
 
 from ..tokens import count_tokens, prompt_tokens
-from ..upstream import Timeouts, UpstreamResponse, UpstreamTransport, default_transport, header_float, iter_sse_data
+from ..upstream import Timeouts, UpstreamResponse, UpstreamTransport, default_transport, header_float, iter_sse_batches
 from ..wire import ChatCompletionChunk, Usage, decode_usage, encode
 from .base import (
     ChatCall,
@@ -260,7 +260,8 @@ class OpenAICompatibleProvider:
         call.usage = usage
         return Completion(data, usage)
 
-    async def stream(self, call: ChatCall) -> AsyncIterator[bytes]:
+    async def stream(self, call: ChatCall) -> AsyncIterator[list[bytes]]:
+        """Yields the chunks of each upstream read together (see :class:`Provider`)."""
         body = self._body(call)
         body["stream"] = _TRUE
         options = call.request.stream_options
@@ -270,29 +271,41 @@ class OpenAICompatibleProvider:
         elif not client_wants_usage:
             body["stream_options"] = _INCLUDE_USAGE
         response = await self._post(body)
-        generated: list[str] = []
-        last: _Chunk | None = None
+        seen: list[bytes] = []  # kept to count tokens if the upstream never reports usage
+        done = False
         try:
-            async for data in iter_sse_data(response.iter_chunks()):
-                if data == b"[DONE]":
+            async for batch in iter_sse_batches(response.iter_chunks(), json=True):
+                out: list[bytes] = []
+                for data in batch:
+                    if data == b"[DONE]":
+                        done = True
+                        break
+                    if data[:1] != b"{" or data[-1:] != b"}":
+                        _decode_chunk(self.name, data)  # raises unless it is JSON after all
+                    if b'"usage"' in data:
+                        chunk = _decode_chunk(self.name, data)
+                        if chunk.usage is not None:
+                            call.usage = chunk.usage
+                            if not client_wants_usage and not chunk.choices:
+                                continue  # a usage-only chunk the client did not ask for
+                    elif call.usage is None:
+                        seen.append(data)
+                    out.append(data)
+                if out:
+                    yield out
+                if done:
                     break
-                try:
-                    chunk = _chunk_decoder.decode(data)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    raise UpstreamServerError(f"{self.name}: upstream sent a malformed stream event") from None
-                last = chunk
-                if chunk.usage is not None:
-                    call.usage = chunk.usage
-                    if not client_wants_usage and not chunk.choices:
-                        continue  # a usage-only chunk the client did not ask for
-                elif chunk.choices:
-                    text = chunk.text()
-                    if text:
-                        generated.append(text)
-                yield data
         finally:
             await response.aclose()
         if call.usage is None:  # the upstream reported none: count it
-            call.usage = _counted(call, "".join(generated))
-            if client_wants_usage and last is not None:
-                yield encode(ChatCompletionChunk("", 0, call.model.upstream, [], usage=call.usage))
+            generated = "".join(_decode_chunk(self.name, data).text() for data in seen)
+            call.usage = _counted(call, generated)
+            if client_wants_usage:
+                yield [encode(ChatCompletionChunk("", 0, call.model.upstream, [], usage=call.usage))]
+
+
+def _decode_chunk(provider: str, data: bytes) -> _Chunk:
+    try:
+        return _chunk_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise UpstreamServerError(f"{provider}: upstream sent a malformed stream event") from None

@@ -14,15 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from ..context import RequestContext, get_context
 from ..errors import ClawError, ServiceUnavailable
 from ..pricing import cost_pico, usd
-from ..providers.base import ChatCall, Completion, ProviderError
+from ..providers.base import ChatCall, Completion, ProviderError, UpstreamRateLimited
 from ..types import Receive, Scope, Send
 from ..wire import ChatCompletionRequest, Usage, encode
+from .route import header_constraints
 
 if TYPE_CHECKING:
     from ..catalogue import ModelInfo
@@ -37,11 +39,14 @@ _DONE = b"data: [DONE]\n\n"
 
 
 def _model_headers(ctx: RequestContext, model: ModelInfo) -> list[tuple[bytes, bytes]]:
-    return [
+    headers = [
         (b"x-clawrouter-model", model.id.encode()),
         (b"x-clawrouter-provider", model.provider.encode()),
         (b"x-request-id", ctx.request_id.encode()),
     ]
+    if ctx.decision is not None:
+        headers.append((b"x-clawrouter-decision-us", f"{ctx.decision.elapsed_ns / 1000:.1f}".encode()))
+    return headers
 
 
 class ExecuteApp:
@@ -57,7 +62,7 @@ class ExecuteApp:
         try:
             request = await ctx.chat_request(scope, receive)
             if ctx.decision is None:
-                ctx.decision = self.router.decide(request)
+                ctx.decision = self.router.decide(request, header_constraints(scope))
             if request.stream:
                 await self._stream(ctx, request, send)
             else:
@@ -99,8 +104,8 @@ class ExecuteApp:
         try:
             if first is not None:
                 held = await _forward(send, first, None)
-            async for data in chunks:
-                held = await _forward(send, data, held)
+            async for item in chunks:
+                held = await _forward(send, item, held)
         except ProviderError as exc:
             ctx.error = exc.message
             self._breaker_verdict(model, exc)
@@ -112,6 +117,9 @@ class ExecuteApp:
             return
         self._finish(ctx, model, call.usage)
         ctx.succeeded = True
+        self.router.stats.success(model.id, time.perf_counter() - ctx.attempt_started, ctx.ttft)
+        if call.ratelimit is not None:
+            self.router.stats.ratelimit(model.id, *call.ratelimit)
         if held is not None:
             if held.endswith(b"}"):
                 summary = {"model": model.id, "provider": model.provider, "request_id": ctx.request_id}
@@ -122,15 +130,20 @@ class ExecuteApp:
         await send({"type": "http.response.body", "body": _DONE, "more_body": False})
 
     def _breaker_verdict(self, model: ModelInfo, exc: ProviderError) -> None:
-        breaker = self.router.breakers.get(model.provider, model.id)
+        """Feed a failure to the model's circuit breaker and live statistics."""
+        router = self.router
+        breaker = router.breakers.get(model.provider, model.id)
         if exc.unhealthy:
             breaker.failure()
+            router.stats.failure(model.id)
         else:
             breaker.release()
+        if isinstance(exc, UpstreamRateLimited):
+            router.stats.rate_limited(model.id, exc.retry_after)
 
     async def _attempt(
         self, ctx: RequestContext, request: ChatCompletionRequest, *, stream: bool
-    ) -> tuple[Completion | tuple[bytes | None, AsyncIterator[bytes], ChatCall], ModelInfo]:
+    ) -> tuple[Completion | tuple[bytes | list[bytes] | None, AsyncIterator[bytes | list[bytes]], ChatCall], ModelInfo]:
         """Try the chain in order until one model starts answering.
 
         Each model gets up to ``[execution] max_retries`` retries of retryable
@@ -155,17 +168,23 @@ class ExecuteApp:
             attempt = 0
             while True:
                 call = ChatCall(request, model, ctx.body)
+                started = time.perf_counter()
                 try:
                     if not stream:
                         completion = await provider.chat(call)
                         breaker.success()
+                        router.stats.success(model.id, time.perf_counter() - started)
+                        if call.ratelimit is not None:
+                            router.stats.ratelimit(model.id, *call.ratelimit)
                         return completion, model
                     chunks = provider.stream(call).__aiter__()
                     try:
-                        first: bytes | None = await chunks.__anext__()
+                        first: bytes | list[bytes] | None = await chunks.__anext__()
                     except StopAsyncIteration:
                         first = None
                     breaker.success()
+                    ctx.ttft = time.perf_counter() - started
+                    ctx.attempt_started = started
                     return (first, chunks, call), model
                 except ProviderError as exc:
                     last = exc
@@ -181,6 +200,9 @@ class ExecuteApp:
                     if not exc.fallback:
                         raise
                     break
+                except BaseException:
+                    breaker.release()  # a bug or a cancellation says nothing of the upstream's health
+                    raise
         assert last is not None
         raise last
 
@@ -195,12 +217,18 @@ def _delay(exc: ProviderError, attempt: int, base: float, cap: float) -> float:
 _FINAL_MARKERS = (b'"usage"', b'"finish_reason":"', b'"finish_reason": "')
 
 
-async def _forward(send: Send, data: bytes, held: bytes | None) -> bytes | None:
-    """Send ``held`` (now known not to be last) and ``data``, or hold ``data`` if it may close the stream."""
+async def _forward(send: Send, item: bytes | list[bytes], held: bytes | None) -> bytes | None:
+    """Relay ``held`` (now known not to be last) and the chunks of ``item`` in one write,
+    holding back the last chunk if it may close the stream; returns what is held."""
+    batch = [item] if isinstance(item, bytes) else item
+    if not batch:
+        return held
+    last = batch[-1]
+    hold = any(marker in last for marker in _FINAL_MARKERS)
+    frames = batch[:-1] if hold else batch
     if held is not None:
-        await send({"type": "http.response.body", "body": b"data: " + held + b"\n\n", "more_body": True})
-    for marker in _FINAL_MARKERS:
-        if marker in data:
-            return data
-    await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
-    return None
+        frames = [held, *frames]
+    if frames:
+        body = b"".join([b"data: " + frame + b"\n\n" for frame in frames])
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+    return last if hold else None

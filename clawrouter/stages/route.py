@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from ..context import get_context
-from ..errors import ClawError
+from ..errors import BadRequest, ClawError
 from ..types import ASGIApp, Receive, Scope, Send
+from ..wire import RouteConstraints
 
 if TYPE_CHECKING:
     from ..router import Router
@@ -25,8 +28,39 @@ class RouteMiddleware:
         if ctx.decision is None:
             try:
                 request = await ctx.chat_request(scope, receive)
-                ctx.decision = self.router.decide(request)
+                ctx.decision = self.router.decide(request, header_constraints(scope))
             except ClawError as exc:
                 await ctx.fail(exc, send)
                 return
         await self.app(scope, receive, send)
+
+
+_PREFIX = b"x-clawrouter-"
+_LISTS = {"capabilities", "models", "deny_models", "providers", "deny_providers"}
+_NUMBERS = {"max_price", "latency_slo_ms", "min_quality"}
+_TEXT = {"profile", "strategy"}
+
+
+def header_constraints(scope: Scope) -> RouteConstraints | None:
+    """``x-clawrouter-<constraint>`` request headers (``max-price: 0.01``, ``models: a,b``...)."""
+    found: dict[str, object] = {}
+    for name, value in scope["headers"]:
+        if not name.startswith(_PREFIX):
+            continue
+        key = name[len(_PREFIX) :].decode("latin-1").replace("-", "_")
+        text = value.decode("latin-1").strip()
+        if key in _LISTS:
+            found[key] = [item.strip() for item in text.split(",") if item.strip()]
+        elif key in _NUMBERS:
+            try:
+                found[key] = float(text)
+            except ValueError:
+                raise BadRequest(f"header {name.decode()}: expected a number, got {text!r}") from None
+        elif key in _TEXT:
+            found[key] = text
+    if not found:
+        return None
+    try:
+        return msgspec.convert(found, RouteConstraints)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"x-clawrouter-* headers: {exc}") from None

@@ -27,6 +27,7 @@ from ..payments import (
 from ..payments import PaymentRequired as PaymentRequiredMessage
 from ..types import ASGIApp, Receive, Scope, Send
 from ..wire import encode
+from .route import header_constraints
 
 if TYPE_CHECKING:
     from ..router import Router
@@ -68,7 +69,7 @@ class VerifyMiddleware:
         try:
             request = await ctx.chat_request(scope, receive)
             if ctx.decision is None:
-                ctx.decision = router.decide(request)
+                ctx.decision = router.decide(request, header_constraints(scope))
             amount = router.quote(request, ctx.decision)
             resource = _resource(scope)
             header = _payment_header(scope)
