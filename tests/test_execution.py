@@ -321,3 +321,13 @@ async def test_upstream_error_messages_never_carry_the_key(make):
     router, upstream, client = await make({"a": [echoing]})
     response = await client.post(URL, json=chat(model="a"))
     assert response.status_code == 400 and "sk-test" not in response.text and "***" in response.text
+
+
+async def test_rate_limit_headers_feed_routing_headroom(make):
+    headers = {"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "5"}
+    router, upstream, client = await make({"a": [(200, completion("a"), headers)]})
+    assert (await client.post(URL, json=chat(model="a"))).status_code == 200
+    router.stats._refreshed = float("-inf")
+    router.stats.maybe_refresh()
+    assert router.stats.snapshot("a").headroom == 0.05
+    assert router.stats.snapshot("a").latency is not None

@@ -226,8 +226,14 @@ class OpenAICompatibleProvider:
             self._prewarm = None
         await self.transport.aclose()
 
-    async def _post(self, body: dict[str, Raw]) -> UpstreamResponse:
+    async def _post(self, body: dict[str, Raw], call: ChatCall) -> UpstreamResponse:
         response = await self.transport.post(self._url, self._headers, encode(body), self.settings.timeouts)
+        remaining = response.headers.get("x-ratelimit-remaining-requests")
+        if remaining is not None:  # OpenAI, Groq, Together...: feeds routing's rate-limit headroom
+            limit = header_float(response.headers, "x-ratelimit-limit-requests")
+            left = header_float(response.headers, "x-ratelimit-remaining-requests")
+            if limit and left is not None:
+                call.ratelimit = (left, limit)
         if response.status >= 400:
             raw = await response.read()
             error = map_error(self.name, response.status, response.headers, raw)
@@ -246,7 +252,7 @@ class OpenAICompatibleProvider:
         body = self._body(call)
         body.pop("stream", None)
         body.pop("stream_options", None)
-        response = await self._post(body)
+        response = await self._post(body, call)
         data = await response.read()
         usage = decode_usage(data)
         if usage is None:  # count it, and tell the client
@@ -270,7 +276,7 @@ class OpenAICompatibleProvider:
             body.pop("stream_options", None)
         elif not client_wants_usage:
             body["stream_options"] = _INCLUDE_USAGE
-        response = await self._post(body)
+        response = await self._post(body, call)
         seen: list[bytes] = []  # kept to count tokens if the upstream never reports usage
         done = False
         try:
