@@ -52,6 +52,7 @@ from typing import Any, Final
 
 from msgspec import UNSET
 
+from .catalogue import TASK_TYPES  # one definition, shared with the catalogue
 from .wire import ChatCompletionRequest, ChatMessage, ContentPart
 
 __all__ = [
@@ -65,7 +66,6 @@ __all__ = [
     "classify",
 ]
 
-TASK_TYPES: Final = ("coding", "reasoning", "math", "creative", "chat", "extraction", "agentic")
 TIERS: Final = ("eco", "auto", "premium")
 
 #: characters of the first system message that are examined
