@@ -331,3 +331,58 @@ async def test_rate_limit_headers_feed_routing_headroom(make):
     router.stats.maybe_refresh()
     assert router.stats.snapshot("a").headroom == 0.05
     assert router.stats.snapshot("a").latency is not None
+
+
+async def test_client_gone_mid_stream_releases_the_upstream(clawrouter_router):
+    from clawrouter.wire import ChatCompletionChunk, ChunkChoice, Delta, encode
+
+    closed = []
+
+    class Slow:
+        name = "slow"
+
+        async def start(self):
+            return None
+
+        async def aclose(self):
+            return None
+
+        async def chat(self, call):
+            raise AssertionError("not used")
+
+        async def stream(self, call):
+            try:
+                for i in range(100):
+                    yield encode(ChatCompletionChunk("c", 0, "m", [ChunkChoice(0, Delta(content=str(i)))]))
+                    await asyncio.sleep(0)
+            finally:
+                closed.append(True)
+
+    class Plugin:
+        __name__ = "slow-plugin"
+
+        @hookimpl
+        def register_providers(self, config):
+            return [Slow()]
+
+        @hookimpl
+        def register_models(self, config):
+            return [{"id": "slow/m", "provider": "slow", "input_price": 1, "output_price": 1}]
+
+    router = clawrouter_router({"providers": {}}, plugins=[Plugin()])
+    await router.start()
+    body = json.dumps(chat(model="slow/m", stream=True)).encode()
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+        if len(sent) > 3:
+            raise OSError("client went away")
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": [], "root_path": ""}
+    await router.app(scope, receive, send)  # the router logs and swallows the broken connection
+    assert closed == [True]
+    await router.stop()

@@ -90,6 +90,23 @@ class ExecuteApp:
 
     async def _stream(self, ctx: RequestContext, request: ChatCompletionRequest, send: Send) -> None:
         (first, chunks, call), model = await self._attempt(ctx, request, stream=True)  # type: ignore[misc]
+        try:
+            await self._relay(ctx, first, chunks, call, model, send)
+        finally:
+            # a client that went away, or any error: release the upstream connection now
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def _relay(
+        self,
+        ctx: RequestContext,
+        first: bytes | list[bytes] | None,
+        chunks: AsyncIterator[bytes | list[bytes]],
+        call: ChatCall,
+        model: ModelInfo,
+        send: Send,
+    ) -> None:
         await send(
             {
                 "type": "http.response.start",
