@@ -18,8 +18,9 @@ timeouts to :class:`UpstreamTimeout`, connection failures to
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -59,7 +60,7 @@ class UpstreamResponse(Protocol):
 
     async def read(self) -> bytes: ...
 
-    def iter_chunks(self) -> AsyncIterator[bytes]: ...
+    def iter_chunks(self) -> AsyncGenerator[bytes, None]: ...
 
     async def aclose(self) -> None: ...
 
@@ -96,7 +97,7 @@ class _AiohttpResponse:
         finally:
             self._response.release()
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
+    async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
@@ -185,7 +186,7 @@ class _HttpxResponse:
         finally:
             await self._response.aclose()
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
+    async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
         import httpx
 
         try:
@@ -253,7 +254,7 @@ def default_transport() -> UpstreamTransport:
     return AiohttpTransport()
 
 
-async def iter_sse_batches(chunks: AsyncIterator[bytes], *, json: bool = False) -> AsyncIterator[list[bytes]]:
+async def iter_sse_batches(chunks: AsyncIterator[bytes], *, json: bool = False) -> AsyncGenerator[list[bytes], None]:
     """The ``data:`` payloads of a server-sent event stream, as one list per read.
 
     Events that arrived together stay together, so a gateway can relay them in
@@ -263,7 +264,7 @@ async def iter_sse_batches(chunks: AsyncIterator[bytes], *, json: bool = False) 
     whole JSON, else the stream was cut: :class:`UpstreamUnavailable`.
     """
     pending = b""
-    async for chunk in chunks:
+    async for chunk in chunks:  # (the caller closes ``chunks``)
         buffer = pending + chunk if pending else chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
@@ -291,11 +292,12 @@ async def iter_sse_batches(chunks: AsyncIterator[bytes], *, json: bool = False) 
             yield [data]
 
 
-async def iter_sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def iter_sse_data(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
     """The ``data:`` payloads of a server-sent event stream, one per event."""
-    async for batch in iter_sse_batches(chunks):
-        for data in batch:
-            yield data
+    async with contextlib.aclosing(iter_sse_batches(chunks)) as batches:
+        async for batch in batches:
+            for data in batch:
+                yield data
 
 
 def _event_data(event: bytes) -> bytes | None:

@@ -651,8 +651,10 @@ class AnthropicProvider:
         tools: dict[int, bytes] = {}  # Anthropic block index -> the tool call's pre-encoded chunk opening
         pending: dict[int, str] = {}  # tool blocks whose input came whole in content_block_start
         finished = stopped = False
+        chunks = response.iter_chunks()
+        events = iter_sse_data(chunks)
         try:
-            async for data in iter_sse_data(response.iter_chunks()):
+            async for data in events:
                 try:
                     event = _event_decoder.decode(data)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -728,6 +730,8 @@ class AnthropicProvider:
                     raise _classify(self.name, status, response.headers, error.type, error.message, self._key)
                 # ping and event types added later: nothing to show
         finally:
+            await events.aclose()
+            await chunks.aclose()
             await response.aclose()
         if not finished:
             if not stopped:

@@ -1031,8 +1031,10 @@ class GeminiProvider:
         finished: set[int] = set()
         called: dict[int, int] = {}
         n = 0
+        chunks = response.iter_chunks()
+        events = iter_sse_data(chunks)
         try:
-            async for data in iter_sse_data(response.iter_chunks()):
+            async for data in events:
                 try:
                     event = _response_decoder.decode(data)
                 except (msgspec.DecodeError, msgspec.ValidationError):
@@ -1098,6 +1100,8 @@ class GeminiProvider:
             if include_usage:
                 yield head + b'],"usage":' + encode(usage) + b"}"
         finally:
+            await events.aclose()
+            await chunks.aclose()
             if call.usage is None and meta is not None:
                 call.usage = _usage(meta)
             await response.aclose()

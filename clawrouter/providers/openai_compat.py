@@ -279,8 +279,10 @@ class OpenAICompatibleProvider:
         response = await self._post(body, call)
         seen: list[bytes] = []  # kept to count tokens if the upstream never reports usage
         done = False
+        chunks = response.iter_chunks()
+        events = iter_sse_batches(chunks, json=True)
         try:
-            async for batch in iter_sse_batches(response.iter_chunks(), json=True):
+            async for batch in events:
                 out: list[bytes] = []
                 for data in batch:
                     if data == b"[DONE]":
@@ -302,6 +304,8 @@ class OpenAICompatibleProvider:
                 if done:
                     break
         finally:
+            await events.aclose()
+            await chunks.aclose()
             await response.aclose()
         if call.usage is None:  # the upstream reported none: count it
             generated = "".join(_decode_chunk(self.name, data).text() for data in seen)
