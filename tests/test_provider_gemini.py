@@ -122,7 +122,9 @@ def fake() -> FakeGemini:
 @pytest.fixture
 async def gemini(fake: FakeGemini) -> AsyncIterator[GeminiProvider]:
     provider = GeminiProvider(
-        "gem", GeminiSettings(base_url=BASE + "/", api_key=KEY), HttpxTransport(httpx.MockTransport(fake.handler))
+        "gem",
+        GeminiSettings(prewarm=False, base_url=BASE + "/", api_key=KEY),
+        HttpxTransport(httpx.MockTransport(fake.handler)),
     )
     await provider.start()
     yield provider
@@ -132,7 +134,7 @@ async def gemini(fake: FakeGemini) -> AsyncIterator[GeminiProvider]:
 async def drop_provider(fake: FakeGemini) -> GeminiProvider:
     return GeminiProvider(
         "gem",
-        GeminiSettings(base_url=BASE, api_key=KEY, drop_params=True),
+        GeminiSettings(prewarm=False, base_url=BASE, api_key=KEY, drop_params=True),
         HttpxTransport(httpx.MockTransport(fake.handler)),
     )
 
@@ -400,7 +402,7 @@ async def test_tool_choice(gemini, fake, choice, config, declared):
 async def test_openapi_schemas_setting(fake):
     provider = GeminiProvider(
         "gem",
-        GeminiSettings(base_url=BASE, api_key=KEY, openapi_schemas=True),
+        GeminiSettings(prewarm=False, base_url=BASE, api_key=KEY, openapi_schemas=True),
         HttpxTransport(httpx.MockTransport(fake.handler)),
     )
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
@@ -960,7 +962,7 @@ async def test_streaming_through_aiohttp_against_a_real_server(gemini_server):
     finally:
         await provider.aclose()
     wrong = GeminiProvider(
-        "gem", GeminiSettings(base_url=gemini_server.url, api_key="AIzaWrongKey0123456789abcdefghij")
+        "gem", GeminiSettings(prewarm=False, base_url=gemini_server.url, api_key="AIzaWrongKey0123456789abcdefghij")
     )
     with pytest.raises(UpstreamAuthError) as caught:
         await wrong.chat(make_call())
@@ -978,7 +980,7 @@ async def test_end_to_end_through_the_router(clawrouter_router, clawrouter_clien
         @hookimpl
         def register_providers(self, config):
             transport = HttpxTransport(httpx.MockTransport(fake.handler))
-            return [GeminiProvider("google", GeminiSettings(base_url=BASE, api_key=KEY), transport)]
+            return [GeminiProvider("google", GeminiSettings(prewarm=False, base_url=BASE, api_key=KEY), transport)]
 
         @hookimpl
         def register_models(self, config):

@@ -80,8 +80,6 @@ key never appears in messages or reprs.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -91,7 +89,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
 
-from ..upstream import Timeouts, UpstreamResponse, UpstreamTransport, default_transport, header_float, iter_sse_data
+from ..upstream import Timeouts, UpstreamResponse, UpstreamTransport, header_float, iter_sse_data
 from ..wire import ChatMessage, ContentPart, Usage, encode
 from .base import (
     ChatCall,
@@ -108,6 +106,7 @@ from .base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from .http import HTTPProvider
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -494,7 +493,7 @@ def _classify(
 # --- the adapter --------------------------------------------------------------------------------
 
 
-class AnthropicProvider:
+class AnthropicProvider(HTTPProvider):
     """Anthropic Messages API adapter (see the module docstring for the translation)."""
 
     def __init__(
@@ -503,34 +502,18 @@ class AnthropicProvider:
         settings: AnthropicSettings | None = None,
         transport: UpstreamTransport | None = None,
     ) -> None:
-        self.name = name
-        self.settings = settings or AnthropicSettings()
-        self.transport = transport or default_transport()
-        base = self.settings.base_url.rstrip("/")
+        self.settings = settings = settings or AnthropicSettings()
+        super().__init__(
+            name,
+            transport,
+            base_url=settings.base_url,
+            key=settings.key(),
+            auth=("x-api-key", "{key}"),
+            headers={"anthropic-version": ANTHROPIC_VERSION, **settings.headers},
+            prewarm=settings.prewarm,
+        )
+        base = settings.base_url.rstrip("/")
         self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
-        headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION, **self.settings.headers}
-        self._key = self.settings.key()
-        if self._key:
-            headers["x-api-key"] = self._key
-        self._headers = headers
-        self._prewarm: asyncio.Task[None] | None = None
-
-    def __repr__(self) -> str:  # never shows the key
-        return f"AnthropicProvider(name={self.name!r}, base_url={self.settings.base_url!r})"
-
-    async def start(self) -> None:
-        await self.transport.start()
-        if self.settings.prewarm and self._prewarm is None:
-            # in the background: start-up never waits on the network
-            self._prewarm = asyncio.get_running_loop().create_task(self.transport.prewarm(self.settings.base_url))
-
-    async def aclose(self) -> None:
-        if self._prewarm is not None:
-            self._prewarm.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prewarm
-            self._prewarm = None
-        await self.transport.aclose()
 
     # --- request ---
 

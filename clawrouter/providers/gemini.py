@@ -105,7 +105,7 @@ from urllib.parse import unquote_to_bytes
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
 
-from ..upstream import Timeouts, UpstreamResponse, UpstreamTransport, default_transport, header_float, iter_sse_data
+from ..upstream import Timeouts, UpstreamResponse, UpstreamTransport, header_float, iter_sse_data
 from ..wire import ChatCompletionRequest, ChatMessage, ContentPart, FunctionCall, ImageURL, Usage, encode
 from .base import (
     ChatCall,
@@ -121,6 +121,7 @@ from .base import (
     UpstreamServerError,
     UpstreamTimeout,
 )
+from .http import HTTPProvider
 
 __all__ = ["GeminiProvider", "GeminiSettings", "InvalidForGemini", "UnsupportedParameter", "map_error"]
 
@@ -135,6 +136,7 @@ class GeminiSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     headers: dict[str, str] = {}
     timeouts: Timeouts = Timeouts()
     drop_params: bool = False
+    prewarm: bool = True
     openapi_schemas: bool = False
 
     def key(self) -> str:
@@ -538,35 +540,28 @@ def _mapped(
     return UpstreamBadRequest(text, code=google_status.lower() or None)
 
 
-class GeminiProvider:
+class GeminiProvider(HTTPProvider):
     def __init__(
         self,
         name: str,
         settings: GeminiSettings | None = None,
         transport: UpstreamTransport | None = None,
     ) -> None:
-        self.name = name
-        self.settings = settings or GeminiSettings()
-        self.transport = transport or default_transport()
-        self._base = self.settings.base_url.rstrip("/") + "/v1beta/models/"
-        headers = {"content-type": "application/json", **self.settings.headers}
-        self._key = self.settings.key()
-        if self._key:
-            headers["x-goog-api-key"] = self._key
-        self._headers = headers
+        self.settings = settings = settings or GeminiSettings()
+        super().__init__(
+            name,
+            transport,
+            base_url=settings.base_url,
+            key=settings.key(),
+            auth=("x-goog-api-key", "{key}"),
+            headers=settings.headers,
+            prewarm=settings.prewarm,
+        )
+        self._base = settings.base_url.rstrip("/") + "/v1beta/models/"
         self._params_field = "parameters" if self.settings.openapi_schemas else "parametersJsonSchema"
         self._schema_field = "responseSchema" if self.settings.openapi_schemas else "responseJsonSchema"
         self._tool_cache: dict[bytes, tuple[tuple[str, ...], tuple[bytes, ...], Raw | None]] = {}
         self._urls: dict[str, tuple[str, str]] = {}
-
-    def __repr__(self) -> str:  # never shows the key
-        return f"GeminiProvider(name={self.name!r}, base_url={self.settings.base_url!r})"
-
-    async def start(self) -> None:
-        await self.transport.start()
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
 
     # --- requests -------------------------------------------------------------
 

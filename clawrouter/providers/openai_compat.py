@@ -15,8 +15,6 @@ llama.cpp); any preset value can be overridden in the provider's settings.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping
 
@@ -24,7 +22,7 @@ import msgspec
 from msgspec import Raw
 
 from ..tokens import count_tokens, prompt_tokens
-from ..upstream import Timeouts, UpstreamResponse, UpstreamTransport, default_transport, header_float, iter_sse_batches
+from ..upstream import Timeouts, UpstreamResponse, UpstreamTransport, header_float, iter_sse_batches
 from ..wire import ChatCompletionChunk, Usage, decode_usage, encode
 from .base import (
     ChatCall,
@@ -38,6 +36,7 @@ from .base import (
     UpstreamServerError,
     UpstreamTimeout,
 )
+from .http import HTTPProvider
 
 __all__ = ["PRESETS", "OpenAICompatibleProvider", "OpenAISettings", "Preset"]
 
@@ -191,40 +190,24 @@ def _counted(call: ChatCall, generated: str) -> Usage:
     return Usage(prompt, completion, prompt + completion)
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(HTTPProvider):
     def __init__(
         self,
         name: str,
         settings: OpenAISettings | None = None,
         transport: UpstreamTransport | None = None,
     ) -> None:
-        self.name = name
-        self.settings = settings or OpenAISettings()
-        self.transport = transport or default_transport()
-        self._url = self.settings.base_url.rstrip("/") + "/chat/completions"
-        headers = {"content-type": "application/json", **self.settings.headers}
-        self._key = self.settings.key()
-        if self._key:
-            headers["authorization"] = f"Bearer {self._key}"
-        self._headers = headers
-        self._prewarm: asyncio.Task[None] | None = None
-
-    def __repr__(self) -> str:  # never shows the key
-        return f"OpenAICompatibleProvider(name={self.name!r}, base_url={self.settings.base_url!r})"
-
-    async def start(self) -> None:
-        await self.transport.start()
-        if self.settings.prewarm and self._prewarm is None:
-            # in the background: start-up never waits on the network
-            self._prewarm = asyncio.get_running_loop().create_task(self.transport.prewarm(self.settings.base_url))
-
-    async def aclose(self) -> None:
-        if self._prewarm is not None:
-            self._prewarm.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prewarm
-            self._prewarm = None
-        await self.transport.aclose()
+        self.settings = settings = settings or OpenAISettings()
+        super().__init__(
+            name,
+            transport,
+            base_url=settings.base_url,
+            key=settings.key(),
+            auth=("authorization", "Bearer {key}"),
+            headers=settings.headers,
+            prewarm=settings.prewarm,
+        )
+        self._url = settings.base_url.rstrip("/") + "/chat/completions"
 
     async def _post(self, body: dict[str, Raw], call: ChatCall) -> UpstreamResponse:
         response = await self.transport.post(self._url, self._headers, encode(body), self.settings.timeouts)
@@ -236,11 +219,7 @@ class OpenAICompatibleProvider:
                 call.ratelimit = (left, limit)
         if response.status >= 400:
             raw = await response.read()
-            error = map_error(self.name, response.status, response.headers, raw)
-            if self._key and self._key in error.message:
-                error.message = error.message.replace(self._key, "***")
-                error.args = (error.message,)
-            raise error
+            raise self.scrub(map_error(self.name, response.status, response.headers, raw))
         return response
 
     def _body(self, call: ChatCall) -> dict[str, Raw]:
