@@ -79,8 +79,10 @@ def register_routing_strategies(config: Config) -> Iterable[RoutingStrategy] | N
     """Routing strategies this plugin offers.
 
     :param config: the validated router configuration.
-    :returns: objects satisfying :class:`clawrouter.routing.RoutingStrategy`;
-        ``[routing] strategy`` selects one by ``name``.
+    :returns: objects satisfying :class:`clawrouter.routing.RoutingStrategy`
+        (``name``, ``rank(features, candidates, stats)``, ``cache_key(features)``);
+        ``[routing] strategy`` selects one by ``name``, and a request's
+        ``strategy`` constraint per request.
 
     .. versionadded:: 0.1
     """
