@@ -80,7 +80,6 @@ key never appears in messages or reprs.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
@@ -89,7 +88,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
 
-from ..upstream import Timeouts, UpstreamResponse, UpstreamTransport, header_float, iter_sse_data
+from ..upstream import UpstreamResponse, UpstreamTransport, header_float, iter_sse_data
 from ..wire import ChatMessage, ContentPart, Usage, encode
 from .base import (
     ChatCall,
@@ -106,7 +105,7 @@ from .base import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from .http import HTTPProvider
+from .http import HTTPProvider, HTTPSettings
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -120,7 +119,7 @@ __all__ = [
 ANTHROPIC_VERSION = "2023-06-01"
 
 
-class AnthropicSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class AnthropicSettings(HTTPSettings, kw_only=True, forbid_unknown_fields=True):
     """``[providers.NAME]`` with ``kind = "anthropic"``.
 
     ``base_url`` may end in ``/v1`` or not; ``api_key`` (or the variable named by
@@ -134,19 +133,9 @@ class AnthropicSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
 
     kind: str = "anthropic"
     base_url: str = "https://api.anthropic.com"
-    api_key: str = ""
     api_key_env: str = "ANTHROPIC_API_KEY"
-    headers: dict[str, str] = {}
-    timeouts: Timeouts = Timeouts()
     drop_params: bool = False
     default_max_tokens: int = 4096
-    prewarm: bool = True
-
-    def key(self) -> str:
-        return self.api_key or (os.environ.get(self.api_key_env, "") if self.api_key_env else "")
-
-    def __repr__(self) -> str:  # never shows the key
-        return f"AnthropicSettings(base_url={self.base_url!r}, drop_params={self.drop_params!r})"
 
 
 #: requests this adapter cannot express at all (400, final)
@@ -504,13 +493,7 @@ class AnthropicProvider(HTTPProvider):
     ) -> None:
         self.settings = settings = settings or AnthropicSettings()
         super().__init__(
-            name,
-            transport,
-            base_url=settings.base_url,
-            key=settings.key(),
-            auth=("x-api-key", "{key}"),
-            headers={"anthropic-version": ANTHROPIC_VERSION, **settings.headers},
-            prewarm=settings.prewarm,
+            name, settings, transport, auth=("x-api-key", "{key}"), headers={"anthropic-version": ANTHROPIC_VERSION}
         )
         base = settings.base_url.rstrip("/")
         self._url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")

@@ -105,7 +105,7 @@ from urllib.parse import unquote_to_bytes
 import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
 
-from ..upstream import Timeouts, UpstreamResponse, UpstreamTransport, header_float, iter_sse_data
+from ..upstream import UpstreamResponse, UpstreamTransport, header_float, iter_sse_data
 from ..wire import ChatCompletionRequest, ChatMessage, ContentPart, FunctionCall, ImageURL, Usage, encode
 from .base import (
     ChatCall,
@@ -121,32 +121,19 @@ from .base import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from .http import HTTPProvider
+from .http import HTTPProvider, HTTPSettings
 
 __all__ = ["GeminiProvider", "GeminiSettings", "InvalidForGemini", "UnsupportedParameter", "map_error"]
 
 log = logging.getLogger("clawrouter.gemini")
 
 
-class GeminiSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class GeminiSettings(HTTPSettings, kw_only=True, forbid_unknown_fields=True):
     kind: str = "gemini"
     base_url: str = "https://generativelanguage.googleapis.com"
-    api_key: str = ""
     api_key_env: str = "GEMINI_API_KEY"
-    headers: dict[str, str] = {}
-    timeouts: Timeouts = Timeouts()
     drop_params: bool = False
-    prewarm: bool = True
     openapi_schemas: bool = False
-
-    def key(self) -> str:
-        return self.api_key or (os.environ.get(self.api_key_env, "") if self.api_key_env else "")
-
-    def __repr__(self) -> str:  # never shows the key
-        return (
-            f"GeminiSettings(base_url={self.base_url!r}, api_key_env={self.api_key_env!r}, "
-            f"drop_params={self.drop_params!r}, openapi_schemas={self.openapi_schemas!r})"
-        )
 
 
 #: requests this adapter cannot express at all (400, final)
@@ -548,15 +535,7 @@ class GeminiProvider(HTTPProvider):
         transport: UpstreamTransport | None = None,
     ) -> None:
         self.settings = settings = settings or GeminiSettings()
-        super().__init__(
-            name,
-            transport,
-            base_url=settings.base_url,
-            key=settings.key(),
-            auth=("x-goog-api-key", "{key}"),
-            headers=settings.headers,
-            prewarm=settings.prewarm,
-        )
+        super().__init__(name, settings, transport, auth=("x-goog-api-key", "{key}"))
         self._base = settings.base_url.rstrip("/") + "/v1beta/models/"
         self._params_field = "parameters" if self.settings.openapi_schemas else "parametersJsonSchema"
         self._schema_field = "responseSchema" if self.settings.openapi_schemas else "responseJsonSchema"

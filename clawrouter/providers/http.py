@@ -11,36 +11,60 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Mapping
 
-from ..upstream import UpstreamTransport, default_transport
+import msgspec
+
+from ..upstream import Timeouts, UpstreamTransport, default_transport
 from .base import ProviderError
 
-__all__ = ["HTTPProvider"]
+__all__ = ["HTTPProvider", "HTTPSettings"]
+
+
+class HTTPSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Settings every HTTP provider kind has; kinds subclass it with their own defaults and fields.
+
+    ``api_key`` (or the variable named by ``api_key_env``) is sent as the kind's
+    credential header and never shown; ``headers`` are added to every request;
+    ``prewarm`` opens a pooled connection at start (in the background).
+    """
+
+    kind: str = ""
+    base_url: str = ""
+    api_key: str = ""
+    api_key_env: str = ""
+    headers: dict[str, str] = {}
+    timeouts: Timeouts = Timeouts()
+    prewarm: bool = True
+
+    def key(self) -> str:
+        return self.api_key or (os.environ.get(self.api_key_env, "") if self.api_key_env else "")
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"{type(self).__name__}(kind={self.kind!r}, base_url={self.base_url!r})"
 
 
 class HTTPProvider:
     def __init__(
         self,
         name: str,
+        settings: HTTPSettings,
         transport: UpstreamTransport | None,
         *,
-        base_url: str,
-        key: str,
-        auth: tuple[str, str] | None,
-        headers: Mapping[str, str],
-        prewarm: bool,
+        auth: tuple[str, str],
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         """``auth`` is ``(header, template)``, e.g. ``("authorization", "Bearer {key}")``;
-        ``headers`` (defaults first, then the operator's) are sent with every request."""
+        ``headers`` are the kind's defaults, which the operator's ``settings.headers`` override."""
         self.name = name
         self.transport = transport or default_transport()
-        self.base_url = base_url
-        self._key = key
-        self._headers = {"content-type": "application/json", **headers}
-        if key and auth is not None:
+        self.base_url = settings.base_url
+        self._key = key = settings.key()
+        self._headers = {"content-type": "application/json", **(headers or {}), **settings.headers}
+        if key:
             self._headers[auth[0]] = auth[1].format(key=key)
-        self._prewarm_enabled = prewarm
+        self._prewarm_enabled = settings.prewarm
         self._prewarm: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:  # never shows the key

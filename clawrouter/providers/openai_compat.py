@@ -15,14 +15,13 @@ llama.cpp); any preset value can be overridden in the provider's settings.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Mapping
 
 import msgspec
 from msgspec import Raw
 
 from ..tokens import count_tokens, prompt_tokens
-from ..upstream import Timeouts, UpstreamResponse, UpstreamTransport, header_float, iter_sse_batches
+from ..upstream import UpstreamResponse, UpstreamTransport, header_float, iter_sse_batches
 from ..wire import ChatCompletionChunk, Usage, decode_usage, encode
 from .base import (
     ChatCall,
@@ -36,7 +35,7 @@ from .base import (
     UpstreamServerError,
     UpstreamTimeout,
 )
-from .http import HTTPProvider
+from .http import HTTPProvider, HTTPSettings
 
 __all__ = ["PRESETS", "OpenAICompatibleProvider", "OpenAISettings", "Preset"]
 
@@ -74,17 +73,11 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-class OpenAISettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+class OpenAISettings(HTTPSettings, kw_only=True, forbid_unknown_fields=True):
     """``[providers.NAME]`` for ``kind`` = any key of :data:`PRESETS`; empty values take the preset's."""
 
     kind: str = "openai"
-    base_url: str = ""
-    api_key: str = ""
-    api_key_env: str = ""
-    headers: dict[str, str] = {}
     stream_options: bool | None = None
-    prewarm: bool = True
-    timeouts: Timeouts = Timeouts()
 
     def __post_init__(self) -> None:
         preset = PRESETS.get(self.kind, PRESETS["openai"])
@@ -93,12 +86,6 @@ class OpenAISettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         self.headers = {**preset.headers, **self.headers}
         if self.stream_options is None:
             self.stream_options = preset.stream_options
-
-    def key(self) -> str:
-        return self.api_key or (os.environ.get(self.api_key_env, "") if self.api_key_env else "")
-
-    def __repr__(self) -> str:  # never shows the key
-        return f"OpenAISettings(kind={self.kind!r}, base_url={self.base_url!r})"
 
 
 class _UpstreamErrorBody(msgspec.Struct):
@@ -198,15 +185,7 @@ class OpenAICompatibleProvider(HTTPProvider):
         transport: UpstreamTransport | None = None,
     ) -> None:
         self.settings = settings = settings or OpenAISettings()
-        super().__init__(
-            name,
-            transport,
-            base_url=settings.base_url,
-            key=settings.key(),
-            auth=("authorization", "Bearer {key}"),
-            headers=settings.headers,
-            prewarm=settings.prewarm,
-        )
+        super().__init__(name, settings, transport, auth=("authorization", "Bearer {key}"))
         self._url = settings.base_url.rstrip("/") + "/chat/completions"
 
     async def _post(self, body: dict[str, Raw], call: ChatCall) -> UpstreamResponse:
