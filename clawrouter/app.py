@@ -78,13 +78,13 @@ class RouterApp:
                 if router.events.enabled:
                     _emit_request(router, scope.get(SCOPE_KEY))
             elif path in ("/v1/models", "/models"):
-                await self._get(method, path)
+                self._get(method, path)
                 await json_response(send, 200, router.models_body)
             elif path == "/-/health":
-                await self._get(method, path)
+                self._get(method, path)
                 await json_response(send, 200, self._health())
             elif path in ("/-/plugins", "/-/plugins.json"):
-                await self._get(method, path)
+                self._get(method, path)
                 await json_response(send, 200, encode(router.plugins_document()))
             else:
                 raise NotFound(f"no route for {method} {path}", code="not_found")
@@ -96,7 +96,7 @@ class RouterApp:
                 await ClawError("internal error").send(send)
 
     @staticmethod
-    async def _get(method: str, path: str) -> None:
+    def _get(method: str, path: str) -> None:
         if method not in ("GET", "HEAD"):
             raise MethodNotAllowed(f"{method} {path} is not allowed; use GET")
 

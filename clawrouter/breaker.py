@@ -93,6 +93,3 @@ class Breakers:
 
     def available(self, provider: str, model: str) -> bool:
         return not self.tripped or (provider, model) not in self.tripped or self.get(provider, model).available()
-
-    def states(self) -> dict[str, str]:
-        return {f"{p}/{m}" if not m.startswith(p + "/") else m: b.state for (p, m), b in self._by_key.items()}

@@ -316,13 +316,17 @@ class Catalogue:
         self._models: dict[str, ModelInfo] = {}
         self._names: dict[str, ModelInfo] = {}
         for model in models:
-            self.add(model)
+            self._put(model)
+        self._reindex()
 
     def add(self, model: ModelInfo) -> None:
+        self._put(model)
+        self._reindex()
+
+    def _put(self, model: ModelInfo) -> None:
         if model.id in VIRTUAL_MODELS:
             raise CatalogueError(f"model {model.id!r}: id is reserved for a routing profile")
         self._models[model.id] = model
-        self._reindex()
 
     def _reindex(self) -> None:
         names: dict[str, ModelInfo] = {}

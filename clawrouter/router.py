@@ -176,7 +176,6 @@ class Router:
         return factories[settings.backend]
 
     def _build_catalogue(self) -> Catalogue:
-        catalogue = Catalogue()
         origin: dict[str, str] = {}
         registered: list[ModelInfo] = []
         for plugin, entry in self._collect("register_models", config=self.config):
@@ -184,10 +183,9 @@ class Router:
             origin[model.id] = plugin
             registered.append(model)
         # [[models]] in the config override fields of registered models by id, or add models
-        for model in merge_models(registered, self.config.models):
-            if model.provider not in self.providers:
-                continue
-            catalogue.add(model)
+        available = [m for m in merge_models(registered, self.config.models) if m.provider in self.providers]
+        catalogue = Catalogue(available)
+        for model in available:
             info = self._by_plugin.get(origin.get(model.id, "config"))
             if info is not None:
                 info.registered.setdefault("models", []).append(model.id)
@@ -340,7 +338,7 @@ class Router:
 
         def check(model: ModelInfo) -> str | None:
             if max_pico is not None:  # first: the cheapest test, and the one that excludes most
-                worst = -(-(prompt * model.input_pico + output * model.output_pico) // 1_000_000)
+                worst = micro_usd(cost_pico(model, prompt, output))
                 if worst * 1_000_000 > max_pico:
                     if not detailed:
                         return "max_price: worst case over the limit"

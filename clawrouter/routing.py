@@ -18,7 +18,7 @@ import datetime as _dt
 import math
 import random
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from .catalogue import ModelInfo
 from .stats import LiveStats, Snapshot
@@ -417,7 +417,3 @@ class OrderedStrategy:
             for alias in m.aliases:
                 by_id.setdefault(alias, m)
         return [by_id[name] for name in self.order if name in by_id]
-
-
-def describe(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -350,3 +350,21 @@ def test_a_decision_never_violates_a_constraint(constraints, prompt, max_tokens,
         assert c.min_quality is None or quality(m, task) >= c.min_quality
         assert not tools or m.has("tools")
         assert decision.features.prompt_tokens + decision.features.output_tokens <= m.context_window
+
+
+def test_default_rank_agrees_with_its_explained_components():
+    """``rank`` is the fast path of ``components``: the two must order models alike."""
+    from clawrouter.routing import DefaultStrategy
+
+    router = make_router()
+    strategy = DefaultStrategy()
+    models = list(router.catalogue)
+    router.stats.success(models[0].id, 0.05)
+    router.stats.failure(models[1].id)
+    router.stats._refreshed = float("-inf")
+    router.stats.maybe_refresh()
+    for prompt, model in ((PROOF, "premium"), (CODING, "eco"), ("hi", "auto")):
+        features = router.features(request(prompt, model=model, stream=model == "eco"))
+        scores = strategy.components(features, models, router.stats)
+        expected = sorted(models, key=lambda m: (-scores[m.id]["score"], m.id))
+        assert [m.id for m in strategy.rank(features, models, router.stats)] == [m.id for m in expected]
