@@ -53,10 +53,27 @@ def _local_path(scope: Scope) -> str:
     return path
 
 
+FACILITATOR = "/-/x402/"
+RECEIPTS = "/-/receipts/"
+
+#: x402 and clawrouter headers a browser client must be allowed to send and to read
+_CORS_ALLOW = b"authorization, content-type, payment-signature, x-payment, x-clawrouter-max-price, x-clawrouter-profile"
+_CORS_EXPOSE = (
+    b"payment-required, payment-response, x-payment-response, x-clawrouter-model, x-clawrouter-provider, "
+    b"x-clawrouter-cost-usd, x-clawrouter-receipt, x-request-id"
+)
+
+
 class RouterApp:
     def __init__(self, router: Router) -> None:
         self.router = router
         self.chat = build_stack(router)
+        self.facilitator: ASGIApp | None = None
+        if router.config.payments.serve_facilitator:
+            self.facilitator = _served_facilitator(router)
+        origins = router.config.server.cors_origins
+        self.cors_any = "*" in origins
+        self.cors_origins = {o.encode() for o in origins}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -70,6 +87,13 @@ class RouterApp:
             await router.start()
         path = _local_path(scope)
         method = scope["method"]
+        if self.cors_origins:
+            origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
+            if origin is not None and (self.cors_any or origin in self.cors_origins):
+                if method == "OPTIONS" and any(k == b"access-control-request-method" for k, _ in scope["headers"]):
+                    await _preflight(send, origin)
+                    return
+                send = _with_cors(send, b"*" if self.cors_any else origin)
         try:
             if path == CHAT:
                 if method != "POST":
@@ -86,6 +110,16 @@ class RouterApp:
             elif path in ("/-/plugins", "/-/plugins.json"):
                 self._get(method, path)
                 await json_response(send, 200, encode(router.plugins_document()))
+            elif path.startswith(RECEIPTS):
+                self._get(method, path)
+                receipt = await router.receipts.get(path[len(RECEIPTS) :])
+                if receipt is None:
+                    raise NotFound(f"no receipt {path[len(RECEIPTS) :]!r}", code="receipt_not_found")
+                await json_response(send, 200, encode(receipt))
+            elif self.facilitator is not None and path.startswith(FACILITATOR):
+                child = dict(scope)
+                child["root_path"] = scope.get("root_path", "") + FACILITATOR[:-1]
+                await self.facilitator(child, receive, send)
             else:
                 raise NotFound(f"no route for {method} {path}", code="not_found")
         except ClawError as exc:
@@ -126,6 +160,54 @@ class RouterApp:
                 await self.router.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _served_facilitator(router: Router) -> ASGIApp:
+    """``/-/x402/{verify,settle,supported}``: the router's embedded facilitators,
+    served with the x402 facilitator API (``[payments] serve_facilitator``)."""
+    import os
+
+    from .facilitator import Facilitator, facilitator_app
+
+    facilitators: dict[tuple[str, str], Facilitator] = {}
+    for pair, rail in router.rails.items():
+        embedded = getattr(rail, "embedded", None)
+        if embedded is not None:
+            facilitators[pair] = embedded
+    env = router.config.payments.facilitator_api_key_env
+    return facilitator_app(facilitators, api_key=os.environ.get(env) if env else None)
+
+
+async def _preflight(send: Send, origin: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 204,
+            "headers": [
+                (b"access-control-allow-origin", origin),
+                (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+                (b"access-control-allow-headers", _CORS_ALLOW),
+                (b"access-control-expose-headers", _CORS_EXPOSE),
+                (b"access-control-max-age", b"600"),
+                (b"vary", b"origin"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _with_cors(send: Send, origin: bytes) -> Send:
+    async def cors_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [
+                *message["headers"],
+                (b"access-control-allow-origin", origin),
+                (b"access-control-expose-headers", _CORS_EXPOSE),
+                (b"vary", b"origin"),
+            ]
+        await send(message)
+
+    return cors_send
 
 
 def _emit_request(router: Router, ctx: RequestContext | None) -> None:

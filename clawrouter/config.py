@@ -48,6 +48,8 @@ class ServerConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True
     host: str = "127.0.0.1"
     port: int = 8402
     max_body_bytes: int = 4 * 1024 * 1024
+    #: origins allowed by CORS ("*": any); the x402 headers are exposed to them
+    cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
 
 
 class RoutingConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -79,10 +81,46 @@ class AuthConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     allow_anonymous: bool = True
 
 
+class EvmNetworkConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``[payments.evm."eip155:<id>"]``: where to reach a network, and its token for
+    networks outside the built-in table (a local chain)."""
+
+    rpc_url: str = ""
+    chain_id: int = 0
+    asset: str = ""
+    name: str = ""
+    version: str = ""
+
+
 class PaymentsConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     pay_to: str = ""
+    #: CAIP-2 ids the built-in ``exact`` EVM rail accepts, e.g. ["eip155:8453"]
+    networks: list[str] = []
+    evm: dict[str, EvmNetworkConfig] = {}
+    #: "embedded" (the router's key settles) or the URL of an x402 facilitator
+    facilitator: str = "embedded"
+    facilitator_api_key_env: str = ""
+    #: serve the x402 facilitator API (/-/facilitator/…) for other x402 servers
+    serve_facilitator: bool = False
+    #: the environment variable holding the router's private key (signs receipts, settles)
+    key_env: str = "CLAWROUTER_KEY"
+    #: "before" (settle before the JSON response is released) or "deferred"
+    settlement: str = "before"
+    settle_attempts: int = 3
+    settle_retry_seconds: float = 30.0
+    simulate: bool = False
+    balance_cache_seconds: float = 30.0
+    quote_ttl_seconds: int = 300
+    max_timeout_seconds: int = 60
     lock_ttl_seconds: float = 300.0
     rails: dict[str, dict[str, Any]] = {}
+
+    def __post_init__(self) -> None:
+        if self.settlement not in ("before", "deferred"):
+            raise ValueError(f"settlement must be 'before' or 'deferred', not {self.settlement!r}")
+        for network in self.networks:
+            if not re.fullmatch(r"eip155:[0-9]+", network):
+                raise ValueError(f"networks: {network!r} is not a CAIP-2 EVM id like 'eip155:8453'")
 
 
 class StateConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

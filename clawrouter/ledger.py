@@ -5,6 +5,12 @@ Entries are ``(request_id, kind, time, data)``; kinds used by the stages are
 ``settlement`` (the rail's answer) and ``released`` (a failed request's payment
 let go unsettled). SQLite is the default; a PostgreSQL ledger implements the
 same protocol and is registered through ``register_ledgers``.
+
+The ledger also holds the settlement **outbox**: a :class:`SettlementIntent` is
+written (``pending``) before the chain is touched and marked ``settled`` or
+``failed`` after, so a crash or an RPC outage delays a settlement but never
+loses it; a restarted router settles what is still pending
+(:class:`clawrouter.settlement.Settler`).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-__all__ = ["Ledger", "LedgerEntry", "LedgerFactory", "MemoryLedger", "SQLiteLedger"]
+__all__ = ["Ledger", "LedgerEntry", "LedgerFactory", "MemoryLedger", "SQLiteLedger", "SettlementIntent"]
 
 
 class LedgerEntry(msgspec.Struct, frozen=True):
@@ -27,11 +33,48 @@ class LedgerEntry(msgspec.Struct, frozen=True):
     time: float = 0.0
 
 
+class SettlementIntent(msgspec.Struct, kw_only=True):
+    """One payment to settle. ``payment`` and ``requirements`` are the x402 JSON
+    documents, kept so a restarted router can settle without the request."""
+
+    payment_id: str
+    request_id: str
+    scheme: str
+    network: str
+    payer: str
+    amount: int  # authorized, atomic units
+    charge: int  # actual cost, atomic units (≤ amount)
+    expires: int  # unix time the authorization stops being valid
+    payment: bytes
+    requirements: bytes
+    status: str = "pending"  # pending | settled | failed
+    transaction: str = ""
+    error: str | None = None
+    attempts: int = 0
+    created: float = 0.0
+    updated: float = 0.0
+
+
 @runtime_checkable
 class Ledger(Protocol):
     async def record(self, entry: LedgerEntry) -> None: ...
 
     async def entries(self, request_id: str | None = None) -> list[LedgerEntry]: ...
+
+    async def add_intent(self, intent: SettlementIntent) -> bool:
+        """Write ``intent`` as pending; ``False`` if its ``payment_id`` is already there."""
+        ...
+
+    async def update_intent(
+        self, payment_id: str, *, status: str, transaction: str = "", error: str | None = None
+    ) -> None:
+        """Record an attempt's outcome (``status`` ``pending`` counts a failed attempt)."""
+        ...
+
+    async def intents(self, status: str | None = None, *, since_expires: int | None = None) -> list[SettlementIntent]:
+        """Intents with ``status`` (all if ``None``) whose authorization expires after
+        ``since_expires`` (any expiry if ``None``)."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -54,12 +97,35 @@ class MemoryLedger:
 
     def __init__(self) -> None:
         self._entries: list[LedgerEntry] = []
+        self._intents: dict[str, SettlementIntent] = {}
 
     async def record(self, entry: LedgerEntry) -> None:
         self._entries.append(_stamp(entry))
 
     async def entries(self, request_id: str | None = None) -> list[LedgerEntry]:
         return [e for e in self._entries if request_id is None or e.request_id == request_id]
+
+    async def add_intent(self, intent: SettlementIntent) -> bool:
+        if intent.payment_id in self._intents:
+            return False
+        now = time.time()
+        self._intents[intent.payment_id] = msgspec.structs.replace(intent, created=now, updated=now)
+        return True
+
+    async def update_intent(
+        self, payment_id: str, *, status: str, transaction: str = "", error: str | None = None
+    ) -> None:
+        old = self._intents[payment_id]
+        self._intents[payment_id] = msgspec.structs.replace(
+            old, status=status, transaction=transaction, error=error, attempts=old.attempts + 1, updated=time.time()
+        )
+
+    async def intents(self, status: str | None = None, *, since_expires: int | None = None) -> list[SettlementIntent]:
+        return [
+            i
+            for i in self._intents.values()
+            if (status is None or i.status == status) and (since_expires is None or i.expires > since_expires)
+        ]
 
     async def aclose(self) -> None:
         return None
@@ -74,7 +140,31 @@ CREATE TABLE IF NOT EXISTS ledger (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ledger_request ON ledger (request_id);
+CREATE TABLE IF NOT EXISTS outbox (
+    payment_id TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    scheme TEXT NOT NULL,
+    network TEXT NOT NULL,
+    payer TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    charge INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    payment BLOB NOT NULL,
+    requirements BLOB NOT NULL,
+    status TEXT NOT NULL,
+    transaction_hash TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, expires);
 """
+
+_INTENT_COLUMNS = (
+    "payment_id, request_id, scheme, network, payer, amount, charge, expires, payment, requirements, "
+    "status, transaction_hash, error, attempts, created, updated"
+)
 
 
 class SQLiteLedger:
@@ -115,6 +205,53 @@ class SQLiteLedger:
     async def record(self, entry: LedgerEntry) -> None:
         async with self._lock:
             await asyncio.to_thread(self._insert, _stamp(entry))
+
+    def _add_intent(self, i: SettlementIntent) -> bool:
+        now = time.time()
+        cursor = self._connect().execute(
+            f"INSERT OR IGNORE INTO outbox ({_INTENT_COLUMNS}) VALUES ({', '.join('?' * 16)})",
+            (
+                i.payment_id, i.request_id, i.scheme, i.network, i.payer, i.amount, i.charge, i.expires,
+                i.payment, i.requirements, i.status, i.transaction, i.error, i.attempts, now, now,
+            ),
+        )  # fmt: skip
+        return cursor.rowcount == 1
+
+    async def add_intent(self, intent: SettlementIntent) -> bool:
+        async with self._lock:
+            return await asyncio.to_thread(self._add_intent, intent)
+
+    def _update_intent(self, payment_id: str, status: str, transaction: str, error: str | None) -> None:
+        self._connect().execute(
+            "UPDATE outbox SET status = ?, transaction_hash = ?, error = ?, attempts = attempts + 1, updated = ? "
+            "WHERE payment_id = ?",
+            (status, transaction, error, time.time(), payment_id),
+        )
+
+    async def update_intent(
+        self, payment_id: str, *, status: str, transaction: str = "", error: str | None = None
+    ) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._update_intent, payment_id, status, transaction, error)
+
+    def _intents(self, status: str | None, since_expires: int | None) -> list[SettlementIntent]:
+        sql = f"SELECT {_INTENT_COLUMNS} FROM outbox WHERE expires > ?"
+        args: tuple[Any, ...] = (-1 if since_expires is None else since_expires,)
+        if status is not None:
+            sql, args = sql + " AND status = ?", (*args, status)
+        rows = self._connect().execute(sql + " ORDER BY created", args).fetchall()
+        return [
+            SettlementIntent(
+                payment_id=r[0], request_id=r[1], scheme=r[2], network=r[3], payer=r[4], amount=r[5],
+                charge=r[6], expires=r[7], payment=bytes(r[8]), requirements=bytes(r[9]), status=r[10],
+                transaction=r[11], error=r[12], attempts=r[13], created=r[14], updated=r[15],
+            )
+            for r in rows
+        ]
+
+    async def intents(self, status: str | None = None, *, since_expires: int | None = None) -> list[SettlementIntent]:
+        async with self._lock:
+            return await asyncio.to_thread(self._intents, status, since_expires)
 
     async def entries(self, request_id: str | None = None) -> list[LedgerEntry]:
         async with self._lock:

@@ -29,11 +29,13 @@ __all__ = [
     "PaymentRejected",
     "PaymentRequired",
     "PaymentRequirements",
+    "PaymentRequirementsV1",
     "ResourceInfo",
     "SettlementResponse",
     "VerifiedPayment",
     "decode_payment_header",
     "encode_header",
+    "requirements_v1",
 ]
 
 
@@ -43,14 +45,46 @@ class PaymentRequirements(Struct, omit_defaults=True):
     amount: str
     asset: str
     payTo: str
-    maxTimeoutSeconds: int = 60
+    maxTimeoutSeconds: int  # required by the spec: never omitted
     extra: dict[str, Any] = {}
+
+
+class PaymentRequirementsV1(Struct, omit_defaults=True):
+    """x402 v1 requirements, as v1 clients read them from the 402 body."""
+
+    scheme: str
+    network: str
+    maxAmountRequired: str
+    resource: str
+    payTo: str
+    maxTimeoutSeconds: int
+    asset: str
+    description: str = ""
+    mimeType: str = "application/json"
+    extra: dict[str, Any] = {}
+
+
+_V1_NETWORKS = {"eip155:8453": "base", "eip155:84532": "base-sepolia"}
+
+
+def requirements_v1(requirements: PaymentRequirements, resource: str) -> PaymentRequirementsV1:
+    """The v1 form of ``requirements`` (v1 names Base networks ``base`` / ``base-sepolia``)."""
+    return PaymentRequirementsV1(
+        requirements.scheme,
+        _V1_NETWORKS.get(requirements.network, requirements.network),
+        requirements.amount,
+        resource,
+        requirements.payTo,
+        requirements.maxTimeoutSeconds,
+        requirements.asset,
+        extra=requirements.extra,
+    )
 
 
 class ResourceInfo(Struct, omit_defaults=True):
     url: str
-    description: str = ""
-    mimeType: str = "application/json"
+    description: str | None = None
+    mimeType: str | None = None
 
 
 class PaymentRequired(Struct, omit_defaults=True):
@@ -58,6 +92,7 @@ class PaymentRequired(Struct, omit_defaults=True):
     accepts: list[PaymentRequirements]
     resource: ResourceInfo | None = None
     error: str | None = None
+    extensions: dict[str, Any] | None = None
 
 
 class PaymentPayload(Struct, omit_defaults=True):
@@ -70,21 +105,28 @@ class PaymentPayload(Struct, omit_defaults=True):
     scheme: str | None = None
     network: str | None = None
     resource: ResourceInfo | None = None
+    extensions: dict[str, Any] | None = None
 
     def pair(self) -> tuple[str, str]:
         if self.accepted is not None:
             return self.accepted.scheme, self.accepted.network
         if self.scheme and self.network:
-            return self.scheme, self.network
+            return self.scheme, _V1_IDS.get(self.network, self.network)
         raise BadRequest("payment names no scheme/network", code="invalid_payload")
 
 
 class SettlementResponse(Struct, omit_defaults=True):
+    """The settlement result (``PAYMENT-RESPONSE``). ``transaction`` is always
+    present (empty when settlement failed), as the spec requires."""
+
     success: bool
     network: str
-    transaction: str = ""
+    transaction: str
     payer: str | None = None
     errorReason: str | None = None
+    amount: str | None = None
+    errorMessage: str | None = None
+    extensions: dict[str, Any] | None = None
 
 
 class VerifiedPayment(Struct):
@@ -97,6 +139,9 @@ class VerifiedPayment(Struct):
     payment_id: str
     requirements: PaymentRequirements
     payload: PaymentPayload
+    #: unix time after which the payment can no longer be settled (0: unknown);
+    #: its in-flight lock and used marker are kept at least this long
+    expires: int = 0
 
 
 class PaymentRejected(ClawError):
@@ -122,10 +167,17 @@ class PaymentRail(Protocol):
         ...
 
     async def settle(self, payment: VerifiedPayment, charge: int) -> SettlementResponse:
-        """Collect ``charge`` (≤ ``payment.amount``) atomic units."""
+        """Collect ``charge`` (≤ ``payment.amount``) atomic units. Answer ``success=False``
+        with an x402 error reason for a payment that cannot be settled; *raise* for a
+        transient failure (node or facilitator unreachable): the settler retries, and
+        a retried settle must be idempotent.
+
+        A rail may also define ``release(payment)`` (called when a verified request
+        fails unsettled) and ``async aclose()``."""
         ...
 
 
+_V1_IDS = {v: k for k, v in _V1_NETWORKS.items()}
 _payload_decoder = msgspec.json.Decoder(PaymentPayload)
 _encoder = msgspec.json.Encoder()
 

@@ -37,6 +37,7 @@ DEFAULT_PLUGINS = (
     "clawrouter.default_auth",
     "clawrouter.default_ledgers",
     "clawrouter.default_providers",
+    "clawrouter.default_rails",
     "clawrouter.default_routing",
     "clawrouter.default_state",
 )

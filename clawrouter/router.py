@@ -107,6 +107,7 @@ class Router:
         self.rails: dict[tuple[str, str], PaymentRail] = self._first_by(
             "register_payment_rails", "payment_rails", lambda r: (r.scheme, r.network)
         )
+        self._setup_payments(env)
         states: dict[str, StateBackendFactory] = self._first_by(
             "register_state_backends", "state_backends", lambda f: f.name
         )
@@ -134,6 +135,33 @@ class Router:
         from .app import build_app
 
         self.app: ASGIApp = build_app(self)
+
+    def _setup_payments(self, env: Mapping[str, str]) -> None:
+        """The router's key (receipts; the embedded facilitator settles with it too),
+        the quote signer derived from it, the settler and the receipt book."""
+        from .keys import RouterKey
+        from .quotes import QuoteSigner
+        from .settlement import Receipts, Settler
+
+        payments = self.config.payments
+        value = env.get(payments.key_env, "").strip()
+        if value:
+            try:
+                self.key = RouterKey.from_hex(value)
+            except ValueError as exc:
+                raise ConfigError(f"config key 'payments.key_env': ${payments.key_env}: {exc}") from None
+        else:
+            self.key = RouterKey.generate()
+            if self.rails:
+                log.warning(
+                    "$%s is not set: receipts are signed by a throwaway key (%s) and quotes "
+                    "do not survive a restart",
+                    payments.key_env,
+                    self.key.address,
+                )
+        self.quotes = QuoteSigner(self.key.derive(b"clawrouter/quote/v1"), payments.quote_ttl_seconds)
+        self.settler = Settler(self)
+        self.receipts = Receipts(self, self.key)
 
     # --- registration -------------------------------------------------------------
 
@@ -527,11 +555,19 @@ class Router:
             await provider.start()
         await self._call_all(self.pm.hook.startup)
         self.events.start()
+        if self.rails:
+            self.settler.start()  # settles what a previous run left pending, then retries periodically
 
     async def stop(self) -> None:
         if not self._started:
             return
         self._started = False
+        if self.rails:
+            await self.settler.drain()
+            for rail in self.rails.values():
+                close = getattr(rail, "aclose", None)
+                if close is not None:
+                    await close()
         await self._call_all(self.pm.hook.shutdown)
         await self.events.stop()
         for provider in self.providers.values():

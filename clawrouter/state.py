@@ -15,8 +15,16 @@ __all__ = ["MemoryState", "StateBackend", "StateBackendFactory"]
 
 @runtime_checkable
 class StateBackend(Protocol):
-    async def acquire(self, key: str, ttl: float) -> bool:
-        """Take ``key`` for ``ttl`` seconds; ``False`` if someone holds it."""
+    async def acquire(self, key: str, ttl: float, value: str = "locked") -> bool:
+        """Take ``key`` (holding ``value``) for ``ttl`` seconds; ``False`` if someone holds it."""
+        ...
+
+    async def get(self, key: str) -> str | None:
+        """The value ``key`` holds, or ``None`` if nobody holds it."""
+        ...
+
+    async def set(self, key: str, value: str, ttl: float) -> None:
+        """Hold ``key`` with ``value`` for ``ttl`` seconds, whoever held it before."""
         ...
 
     async def release(self, key: str) -> None: ...
@@ -37,17 +45,24 @@ class MemoryState:
     """Process-local state. Expired keys are dropped lazily."""
 
     def __init__(self) -> None:
-        self._held: dict[str, float] = {}
+        self._held: dict[str, tuple[float, str]] = {}
 
-    async def acquire(self, key: str, ttl: float) -> bool:
+    async def acquire(self, key: str, ttl: float, value: str = "locked") -> bool:
         now = time.monotonic()
-        until = self._held.get(key)
-        if until is not None and until > now:
+        held = self._held.get(key)
+        if held is not None and held[0] > now:
             return False
         if len(self._held) > 10_000:
-            self._held = {k: v for k, v in self._held.items() if v > now}
-        self._held[key] = now + ttl
+            self._held = {k: v for k, v in self._held.items() if v[0] > now}
+        self._held[key] = (now + ttl, value)
         return True
+
+    async def get(self, key: str) -> str | None:
+        held = self._held.get(key)
+        return held[1] if held is not None and held[0] > time.monotonic() else None
+
+    async def set(self, key: str, value: str, ttl: float) -> None:
+        self._held[key] = (time.monotonic() + ttl, value)
 
     async def release(self, key: str) -> None:
         self._held.pop(key, None)

@@ -52,8 +52,13 @@ async def test_challenge(paid):
 
     request = decode_request(json.dumps(body).encode())
     assert int(accepts["amount"]) == router.quote(request, router.decide(request)) > 0
-    error = response.json()
-    assert error["error"]["type"] == "payment_required" and error["accepts"] == document["accepts"]
+    # the body is the x402 v1 document, for v1 clients (v2 clients read the header)
+    v1 = response.json()
+    assert v1["x402Version"] == 1 and v1["error"] == "payment required" and v1["type"] == "payment_required"
+    [v1_accepts] = v1["accepts"]
+    assert v1_accepts["maxAmountRequired"] == accepts["amount"] and v1_accepts["payTo"] == accepts["payTo"]
+    assert v1_accepts["resource"] == document["resource"]["url"] and v1_accepts["extra"] == accepts["extra"]
+    assert accepts["extra"]["quote"]  # the stateless quote id
 
 
 async def test_paid_request_is_settled_once_with_payment_response(paid, rail):
@@ -67,11 +72,14 @@ async def test_paid_request_is_settled_once_with_payment_response(paid, rail):
     assert settlement == {"success": True, "network": "test:1", "transaction": "tx-n1", "payer": "alice"}
     assert len(rail.settled) == 1 and rail.settled[0][1] <= int(document["accepts"][0]["amount"])
     kinds = [e.kind for e in await router.ledger.entries()]
-    assert kinds == ["authorization", "execution", "settlement"]
+    assert kinds == ["authorization", "execution", "settlement", "receipt"]
+    [intent] = await router.ledger.intents()
+    assert intent.status == "settled" and intent.transaction == "tx-n1"
     # the same payment again: the rail's nonce is spent on chain in real rails; here the balance still
-    # covers it, so the lock must have been kept for a settled payment
+    # covers it, so the settled marker must refuse it
     again = await client.post(URL, json=body, headers={"PAYMENT-SIGNATURE": header})
-    assert again.status_code == 409 and again.json()["error"]["code"] == "payment_in_flight"
+    assert again.status_code == 402 and again.json()["code"] == "invalid_exact_evm_nonce_already_used"
+    assert len(rail.settled) == 1
 
 
 async def test_v1_header_gets_v1_response_header(paid):
@@ -106,7 +114,8 @@ async def test_rejections_carry_the_reason_and_a_fresh_challenge(paid, rail):
     _, document = await challenge(client, body)
     accepted = document["accepts"][0]
     cases = {
-        "invalid_payment_requirements": payment_header({**accepted, "amount": "1"}),
+        "invalid_quote": payment_header({**accepted, "amount": "1"}),
+        "invalid_payment_requirements": payment_header({**accepted, "payTo": "0xsomeoneelse"}),
         "unsupported_scheme": payment_header({**accepted, "network": "test:999"}),
         "insufficient_funds": payment_header(accepted, payer="bob"),
     }
@@ -116,12 +125,12 @@ async def test_rejections_carry_the_reason_and_a_fresh_challenge(paid, rail):
     for code, header in cases.items():
         response = await client.post(URL, json=body, headers={"PAYMENT-SIGNATURE": header})
         assert response.status_code == 402, code
-        assert response.json()["error"]["code"] == code
+        assert response.json()["code"] == code
         assert "payment-required" in response.headers
     # a quote for another request does not pay for this one
     other = chat(model="eco", max_tokens=500)
     response = await client.post(URL, json=other, headers={"PAYMENT-SIGNATURE": payment_header(accepted)})
-    assert response.json()["error"]["code"] == "invalid_payment_requirements"
+    assert response.json()["code"] == "invalid_quote"
     assert rail.settled == []
 
 
@@ -133,7 +142,8 @@ async def test_concurrent_copies_one_served_one_settled(paid, rail):
     responses = await asyncio.gather(
         *[client.post(URL, json=body, headers={"PAYMENT-SIGNATURE": header}) for _ in range(20)]
     )
-    assert sorted(r.status_code for r in responses) == [200] + [409] * 19
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses[0] == 200 and set(statuses[1:]) <= {402, 409}  # in flight, or already settled
     assert len(rail.settled) == 1
 
 
@@ -157,6 +167,7 @@ async def test_failed_call_is_not_settled_and_lock_is_released(paid, rail, clawr
     assert "event: payment\n" in text and text.endswith("data: [DONE]\n\n")
     payment_event = json.loads(text.split("event: payment\ndata: ", 1)[1].split("\n", 1)[0])
     assert payment_event["success"] is True and len(rail.settled) == 1
+    assert "event: receipt\n" in text
 
 
 async def test_failed_settlement_replaces_the_response_with_402(paid, rail):

@@ -1,17 +1,19 @@
 """Settle stage: collect the payment only after the response succeeded.
 
-For a JSON response the stage holds the response start until the body is
-complete, settles, and adds ``PAYMENT-RESPONSE`` (v2; ``X-PAYMENT-RESPONSE``
-for v1) before releasing it; a failed settlement replaces the response with a
-402. For a stream it settles after the last event and reports the result as a
-final SSE event (``event: payment``) before ``[DONE]``. Failed requests are
-never settled. With no payment on the request the stage passes straight
-through.
+For a JSON response the stage holds the response (start and body) until it is
+complete, settles through the router's :class:`~clawrouter.settlement.Settler`,
+and adds ``PAYMENT-RESPONSE`` (v2; ``X-PAYMENT-RESPONSE`` for v1) and the signed
+receipt (``x-clawrouter-receipt``) before releasing it; a payment that cannot
+be settled replaces the response with a 402. For a stream it settles after the
+last event and reports the result as final SSE events — ``event: payment``
+(the settlement response) and ``event: receipt`` — before ``data: [DONE]``.
+Failed requests are never settled. With no payment on the request the stage
+passes straight through.
 """
 
 from __future__ import annotations
 
-import logging
+import hashlib
 from typing import TYPE_CHECKING
 
 from ..context import SCOPE_KEY, RequestContext
@@ -19,13 +21,12 @@ from ..errors import PaymentRequired
 from ..ledger import LedgerEntry
 from ..payments import SettlementResponse, encode_header
 from ..pricing import micro_usd, usd
+from ..receipts import encode_receipt_header
 from ..types import ASGIApp, Message, Receive, Scope, Send
 from ..wire import encode
 
 if TYPE_CHECKING:
     from ..router import Router
-
-log = logging.getLogger("clawrouter.settle")
 
 
 class SettleMiddleware:
@@ -39,12 +40,19 @@ class SettleMiddleware:
             await self.app(scope, receive, send)
             return
         held: Message | None = None
+        chunks: list[bytes] = []
+        digest = hashlib.sha256()
         streaming = False
+        passthrough = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal held, streaming
+            nonlocal held, streaming, passthrough
+            if passthrough:
+                await send(message)
+                return
             if message["type"] == "http.response.start":
                 if message["status"] >= 400:
+                    passthrough = True
                     await send(message)
                     return
                 content_type = next((v for k, v in message["headers"] if k == b"content-type"), b"")
@@ -54,37 +62,62 @@ class SettleMiddleware:
                 else:
                     held = message
                 return
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                if streaming and ctx.succeeded:
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            body = message.get("body", b"")
+            final = not message.get("more_body", False)
+            if streaming:
+                if not final:
+                    digest.update(body)
+                    await send(message)
+                    return
+                if ctx.succeeded:
                     settlement = await self._settle(ctx)
-                    event = b"event: payment\ndata: " + encode(settlement) + b"\n\n"
-                    await send({"type": "http.response.body", "body": event, "more_body": True})
-                elif held is not None:
-                    start, held = held, None
-                    if ctx.succeeded:
-                        settlement = await self._settle(ctx)
-                        if not settlement.success:
-                            await PaymentRequired(
-                                f"settlement failed: {settlement.errorReason}", code=settlement.errorReason
-                            ).send(send)
-                            return
-                        name = (
-                            b"x-payment-response"
-                            if ctx.payment is not None and ctx.payment.payload.x402Version == 1
-                            else b"payment-response"
-                        )
-                        start["headers"] = [*start["headers"], (name, encode_header(settlement))]
-                    await send(start)
-            await send(message)
+                    events = b"event: payment\ndata: " + encode(settlement) + b"\n\n"
+                    if settlement.success:
+                        receipt = await self.router.receipts.issue(ctx, settlement, digest.hexdigest())
+                        events += b"event: receipt\ndata: " + encode(receipt) + b"\n\n"
+                    await send({"type": "http.response.body", "body": events, "more_body": True})
+                await send(message)
+                return
+            chunks.append(body)
+            if not final:
+                return
+            start, held = held, None
+            whole = b"".join(chunks)
+            assert start is not None
+            if ctx.succeeded:
+                settlement = await self._settle(ctx)
+                if not settlement.success:
+                    error = PaymentRequired(
+                        f"settlement failed: {settlement.errorReason}; nothing was charged",
+                        code=settlement.errorReason,
+                        headers=[(self._response_header(ctx), encode_header(settlement))],
+                    )
+                    await error.send(send)
+                    return
+                receipt = await self.router.receipts.issue(ctx, settlement, hashlib.sha256(whole).hexdigest())
+                start["headers"] = [
+                    *start["headers"],
+                    (self._response_header(ctx), encode_header(settlement)),
+                    (b"x-clawrouter-receipt", encode_receipt_header(receipt)),
+                ]
+            await send(start)
+            await send({"type": "http.response.body", "body": whole, "more_body": False})
 
         await self.app(scope, receive, send_wrapper)
+
+    @staticmethod
+    def _response_header(ctx: RequestContext) -> bytes:
+        v1 = ctx.payment is not None and ctx.payment.payload.x402Version == 1
+        return b"x-payment-response" if v1 else b"payment-response"
 
     async def _settle(self, ctx: RequestContext) -> SettlementResponse:
         payment = ctx.payment
         assert payment is not None
         charge = min(payment.amount, micro_usd(ctx.cost_pico))
-        ledger = self.router.ledger
-        await ledger.record(
+        await self.router.ledger.record(
             LedgerEntry(
                 ctx.request_id,
                 "execution",
@@ -98,25 +131,6 @@ class SettleMiddleware:
                 },
             )
         )
-        rail = self.router.rails[(payment.scheme, payment.network)]
-        try:
-            settlement = await rail.settle(payment, charge)
-        except Exception as exc:
-            log.exception("settlement of %s failed", ctx.request_id)
-            settlement = SettlementResponse(False, payment.network, payer=payment.payer, errorReason=type(exc).__name__)
+        settlement = await self.router.settler.settle(payment, charge, ctx.request_id)
         ctx.settlement = settlement
-        await ledger.record(
-            LedgerEntry(
-                ctx.request_id,
-                "settlement",
-                {
-                    "success": settlement.success,
-                    "transaction": settlement.transaction,
-                    "network": settlement.network,
-                    "payer": settlement.payer,
-                    "charge": charge,
-                    "error": settlement.errorReason,
-                },
-            )
-        )
         return settlement

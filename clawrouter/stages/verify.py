@@ -1,32 +1,45 @@
 """Verify stage: quote, check and lock the payment (x402).
 
-With no payment rail registered the stage passes requests straight through.
-Otherwise a request without a payment header gets **402** with one ``accepts``
-entry per rail (``PAYMENT-REQUIRED`` header, base64 JSON; the same document in
-the body for v1 clients). A payment (``PAYMENT-SIGNATURE``, or v1
-``X-PAYMENT``) must answer the quote this router computes for the request, is
-verified by the rail registered for its ``(scheme, network)``, and is locked in
-the state backend so that a concurrent copy is refused with 409. A request that
-ends without settlement releases its lock.
+With no payment rail registered the stage is left out of the stack. Otherwise
+a request without a payment header gets **402**: the v2 ``PaymentRequired``
+document in the ``PAYMENT-REQUIRED`` header (base64 JSON) and the v1 document
+(``accepts`` with ``maxAmountRequired``) in the body, one ``accepts`` entry per
+rail. Each entry carries a quote id in ``extra.quote``: an HMAC binding the
+amount, ``payTo``, asset, network, the SHA-256 of the request body and an
+expiry, so the router checks statelessly that a v2 payment answers a quote it
+issued for this very request. (v1 payments do not echo their requirements;
+they must match the quote recomputed now.)
+
+The payment (``PAYMENT-SIGNATURE``, or v1 ``X-PAYMENT``) is verified by the
+rail registered for its ``(scheme, network)`` and locked in the state backend,
+so a concurrent copy is refused with 409 and a settled one with 402. A request
+that ends without settlement releases its lock.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from ..context import get_context
 from ..errors import ClawError, Conflict, PaymentRequired
 from ..ledger import LedgerEntry
 from ..payments import (
+    PaymentRail,
     PaymentRejected,
     PaymentRequirements,
     ResourceInfo,
     decode_payment_header,
     encode_header,
+    requirements_v1,
 )
 from ..payments import PaymentRequired as PaymentRequiredMessage
+from ..quotes import QuoteError
+from ..settlement import SETTLED, lock_key
 from ..types import ASGIApp, Receive, Scope, Send
-from ..wire import encode
+from ..wire import RouteConstraints, encode
 from .route import header_constraints
 
 if TYPE_CHECKING:
@@ -35,24 +48,16 @@ if TYPE_CHECKING:
 _HEADERS = (b"payment-signature", b"x-payment")
 
 
-def _payment_header(scope: Scope) -> tuple[bytes, bytes] | None:
+def _payment_header(scope: Scope) -> bytes | None:
     for name, value in scope["headers"]:
         if name in _HEADERS:
-            return name, value
+            return bytes(value)
     return None
 
 
 def _resource(scope: Scope) -> str:
     host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "localhost")
     return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{scope['path']}"
-
-
-def _matches(offered: PaymentRequirements, expected: PaymentRequirements) -> bool:
-    return (
-        offered.amount == expected.amount
-        and offered.payTo.lower() == expected.payTo.lower()
-        and offered.asset.lower() == expected.asset.lower()
-    )
 
 
 class VerifyMiddleware:
@@ -66,35 +71,50 @@ class VerifyMiddleware:
             await self.app(scope, receive, send)
             return
         ctx = get_context(scope, router)
+        amount = 0
+        resource = ""
+        digest = b""
         try:
             request = await ctx.chat_request(scope, receive)
+            constraints = header_constraints(scope)
             if ctx.decision is None:
-                ctx.decision = router.decide(request, header_constraints(scope))
+                ctx.decision = router.decide(request, constraints)
             amount = router.quote(request, ctx.decision)
             resource = _resource(scope)
+            assert ctx.body is not None
+            digest = hashlib.sha256(ctx.body).digest()
             header = _payment_header(scope)
             if header is None:
-                raise self._challenge(amount, resource, "payment required")
-            payload = decode_payment_header(header[1])
+                raise self._challenge(amount, resource, digest, "payment required")
+            payload = decode_payment_header(header)
             rail = router.rails.get(payload.pair())
             if rail is None:
                 raise PaymentRejected(
                     f"no rail for scheme/network {payload.pair()}; accepted: {sorted(router.rails)}",
                     code="unsupported_scheme",
                 )
-            expected = rail.requirements(amount, resource)
-            if payload.accepted is not None and not _matches(payload.accepted, expected):
-                raise PaymentRejected(
-                    f"payment does not answer this request's quote of {expected.amount} {expected.asset} "
-                    f"to {expected.payTo}",
-                    code="invalid_payment_requirements",
-                )
+            accepted = payload.accepted
+            if accepted is not None:  # v2: the quote id makes the echoed amount authoritative
+                expected = self._quoted(rail, accepted, digest, resource)
+                quoted = int(expected.amount)
+                if quoted < amount:  # live figures moved since the quote: route within what was paid
+                    ctx.decision = router.decide(request, _within(constraints, quoted))
+                    amount = router.quote(request, ctx.decision)
+                amount = quoted
+            else:
+                expected = rail.requirements(amount, resource)
             verified = await rail.verify(payload, expected)
-            key = f"payment:{verified.network}:{verified.payment_id}"
+            key = lock_key(verified.network, verified.payment_id)
             if not await router.state.acquire(key, router.config.payments.lock_ttl_seconds):
+                _release(rail, verified)
+                if await router.state.get(key) == SETTLED:
+                    raise PaymentRejected(
+                        "this payment was already settled; sign a new authorization",
+                        code="invalid_exact_evm_nonce_already_used",
+                    )
                 raise Conflict("this payment is already being used by another request", code="payment_in_flight")
         except PaymentRejected as exc:
-            await ctx.fail(self._challenge(amount, resource, exc.message, exc.code), send)
+            await ctx.fail(self._challenge(amount, resource, digest, exc.message, exc.code), send)
             return
         except ClawError as exc:
             await ctx.fail(exc, send)
@@ -111,7 +131,8 @@ class VerifyMiddleware:
                     "payer": verified.payer,
                     "amount": verified.amount,
                     "payment_id": verified.payment_id,
-                    "quote": amount,
+                    "quote": expected.extra.get("quote"),
+                    "model": ctx.decision.primary.id,
                 },
             )
         )
@@ -120,29 +141,92 @@ class VerifyMiddleware:
         finally:
             if ctx.settlement is None or not ctx.settlement.success:
                 await router.state.release(key)
+                _release(rail, verified)
                 await ledger.record(LedgerEntry(ctx.request_id, "released", {"payment_id": verified.payment_id}))
 
-    def _challenge(self, amount: int, resource: str, message: str, code: str | None = None) -> PaymentChallenge:
-        accepts = [rail.requirements(amount, resource) for rail in self.router.rails.values()]
+    def _quoted(
+        self, rail: PaymentRail, accepted: PaymentRequirements, digest: bytes, resource: str
+    ) -> PaymentRequirements:
+        token = accepted.extra.get("quote") if isinstance(accepted.extra, dict) else None
+        if not isinstance(token, str):
+            raise PaymentRejected(
+                "the payment's accepted requirements carry no quote id (extra.quote)", code="invalid_quote"
+            )
+        try:
+            amount = int(accepted.amount)
+        except ValueError:
+            raise PaymentRejected("accepted.amount is not an integer", code="invalid_payment_requirements") from None
+        expected = rail.requirements(amount, resource)
+        if accepted.payTo.lower() != expected.payTo.lower() or accepted.asset.lower() != expected.asset.lower():
+            raise PaymentRejected(
+                f"the payment answers requirements for {accepted.asset} to {accepted.payTo}; this router asks "
+                f"{expected.asset} to {expected.payTo}",
+                code="invalid_payment_requirements",
+            )
+        try:
+            self.router.quotes.check(
+                token, digest=digest, amount=amount, pay_to=expected.payTo, asset=expected.asset, network=rail.network
+            )
+        except QuoteError as exc:
+            raise PaymentRejected(f"{exc}", code=exc.code) from None
+        expected.extra["quote"] = token
+        return expected
+
+    def _challenge(
+        self, amount: int, resource: str, digest: bytes, message: str, code: str | None = None
+    ) -> PaymentChallenge:
+        quotes = self.router.quotes
+        accepts = []
+        for rail in self.router.rails.values():
+            requirements = rail.requirements(amount, resource)
+            requirements.extra["quote"] = quotes.issue(
+                digest=digest,
+                amount=amount,
+                pay_to=requirements.payTo,
+                asset=requirements.asset,
+                network=requirements.network,
+            )
+            accepts.append(requirements)
         return PaymentChallenge(
-            message, PaymentRequiredMessage(2, accepts, ResourceInfo(resource), code or message), code
+            message, PaymentRequiredMessage(2, accepts, ResourceInfo(resource), code or message), resource, code
         )
 
 
-class PaymentChallenge(PaymentRequired):
-    """A 402 carrying the x402 ``PaymentRequired`` document (header and body)."""
+def _release(rail: PaymentRail, payment: object) -> None:
+    release = getattr(rail, "release", None)
+    if release is not None:
+        release(payment)
 
-    def __init__(self, message: str, document: PaymentRequiredMessage, code: str | None = None) -> None:
+
+def _within(constraints: RouteConstraints | None, amount: int) -> RouteConstraints:
+    """``constraints`` with ``max_price`` lowered to ``amount`` atomic USDC units."""
+    limit = amount / 1e6
+    if constraints is None:
+        return RouteConstraints(max_price=limit)
+    current = constraints.max_price
+    return msgspec.structs.replace(constraints, max_price=limit if current is None else min(current, limit))
+
+
+class PaymentChallenge(PaymentRequired):
+    """A 402 carrying the x402 v2 ``PaymentRequired`` document in its header and
+    the v1 document (plus an OpenAI-shaped error) in its body."""
+
+    def __init__(
+        self, message: str, document: PaymentRequiredMessage, resource: str = "", code: str | None = None
+    ) -> None:
         super().__init__(message, code=code, headers=[(b"payment-required", encode_header(document))])
         self.document = document
+        self.resource = resource
 
     def body(self) -> bytes:
-        """OpenAI-shaped error plus the x402 fields v1 clients read from the body."""
         return encode(
             {
-                "error": {"message": self.message, "type": self.type, "code": self.code},
-                "x402Version": self.document.x402Version,
-                "accepts": self.document.accepts,
+                "x402Version": 1,
+                "error": self.code or self.message,
+                "accepts": [requirements_v1(r, self.resource) for r in self.document.accepts],
+                "message": self.message,
+                "type": self.type,
+                "code": self.code,
             }
         )
 

@@ -60,7 +60,7 @@ class FakeRail:
 
     async def settle(self, payment: VerifiedPayment, charge: int) -> SettlementResponse:
         if self.fail_settle:
-            return SettlementResponse(False, self.network, payer=payment.payer, errorReason="unexpected_settle_error")
+            return SettlementResponse(False, self.network, "", payment.payer, "unexpected_settle_error")
         self.balances[payment.payer] -= payment.amount
         self.settled.append((payment.payment_id, charge))
         return SettlementResponse(True, self.network, f"tx-{payment.payment_id}", payment.payer)
