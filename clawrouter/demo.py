@@ -1,19 +1,29 @@
-"""``clawrouter demo``: the embedded default, end to end, over real HTTP.
+"""``clawrouter demo``: the embedded default, paid end to end, offline.
 
-Starts the router on 127.0.0.1 with the simulated provider (no network, no
-keys), sends a few chat completions (profiles, an explicit model, a stream, a
-model that fails and falls back) and prints what happened.
+Starts an in-process EVM chain (eth-tester/py-evm) with the project's test USDC
+(:mod:`clawrouter.evm.localchain`), funds a demo agent wallet, and serves the
+router on 127.0.0.1 with the simulated provider and the ``exact`` EVM rail. The
+agent sends a few chat completions and pays each 402 challenge with an
+EIP-3009 authorization: profiles, an explicit model, a stream, a model that
+fails and falls back, and one that fails outright (not charged). It prints a
+table of what each call cost and which transaction settled it, then reconciles
+the ledger with the chain.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import msgspec
 
 from .config import load_config
+from .hookspecs import hookimpl
 from .router import Router
 from .server import BackgroundServer
 
@@ -24,66 +34,166 @@ PROMPTS = [
     ("eco", "List three colours.", False),
     ("premium", "Prove that the square root of two is irrational.", False),
     ("simulated/flaky", "This model fails upstream; the router falls back.", False),
+    ("simulated/broken", "This model fails and has no fallback: nothing is charged.", False),
     ("auto", "Stream a short greeting.", True),
 ]
+AGENT_FUNDS = 5_000_000  # 5 USDC
+
+
+class _DemoRails:
+    __name__ = "demo_rails"
+
+    def __init__(self, rail: object) -> None:
+        self.rail = rail
+
+    @hookimpl
+    def register_payment_rails(self, config: object) -> list[object]:
+        return [self.rail]
+
+
+def _demo_config(ledger: Path) -> Any:
+    data = json.loads(json.dumps(msgspec.to_builtins(load_config(env={}))))
+    data["providers"]["simulated"]["fail_models"] = ["simulated/flaky", "simulated/broken"]
+    data["ledger"] = {"backend": "sqlite", "path": str(ledger)}
+    data["models"] = [
+        {
+            "id": f"simulated/{name}",
+            "provider": "simulated",
+            "input_price": 0.2,
+            "output_price": 0.8,
+            "fallbacks": fallbacks,
+        }
+        for name, fallbacks in (("flaky", ["simulated/eco"]), ("broken", []))
+    ]
+    return load_config(data=data, env={})
 
 
 def run_demo(config_path: str | Path | None = None) -> int:
-    config = load_config(config_path)
-    if config_path is None:
-        # The embedded default, plus one simulated model that always fails, to show fallback.
-        data = json.loads(json.dumps(__import__("msgspec").to_builtins(config)))
-        data["providers"]["simulated"]["fail_models"] = ["simulated/flaky"]
-        data["models"] = [
-            {
-                "id": "simulated/flaky",
-                "provider": "simulated",
-                "input_price": 0.2,
-                "output_price": 0.8,
-                "fallbacks": ["simulated/eco"],
-            }
-        ]
-        config = load_config(data=data, env={})
-    router = Router(config)
-    print(f"clawrouter demo: {len(router.catalogue)} simulated models, no network, no keys\n")
+    try:
+        from web3 import Web3
+
+        from .evm.localchain import InProcessChain
+    except ImportError as exc:
+        print(f"clawrouter demo needs the local chain: pip install 'clawrouter[demo]' ({exc})")
+        return 2
+    from .evm.networks import EvmNetwork
+    from .evm.pay import pay_exact, payment_header
+    from .evm.rail import local_rail
+    from .keys import RouterKey
+    from .receipts import decode_receipt_header, verify_receipt
+
+    started = time.perf_counter()
+    chain = InProcessChain()
+    router_key, agent, operator = RouterKey.generate(), RouterKey.generate(), RouterKey.generate()
+    chain.fund(router_key.address, 0)  # gas for settlements
+    chain.fund(agent.address, AGENT_FUNDS)
+    network = EvmNetwork(chain.network, chain.chain_id, chain.token, "USDC", "2", label="local")
+    rail = local_rail(Web3(chain.provider), network, operator.address, router_key)
+    workdir = Path(tempfile.mkdtemp(prefix="clawrouter-demo-"))
+    config = load_config(config_path) if config_path is not None else _demo_config(workdir / "ledger.sqlite3")
+    router = Router(
+        config, plugins=[_DemoRails(rail)], env={"CLAWROUTER_KEY": router_key.private_key.hex()}, entry_points=False
+    )
+    print(
+        f"clawrouter demo: {len(router.catalogue)} simulated models; in-process chain {chain.network} "
+        f"({time.perf_counter() - started:.1f} s to start)\n"
+        f"  agent {agent.address} holds {AGENT_FUNDS / 1e6:.2f} USDC; the router pays to {operator.address}\n"
+    )
     rows: list[tuple[str, ...]] = []
-    with BackgroundServer(router.app) as server, httpx.Client(base_url=server.url + "/v1", timeout=30) as client:
+    failures = 0
+    with BackgroundServer(router.app) as server, httpx.Client(base_url=server.url + "/v1", timeout=60) as client:
         for model, prompt, stream in PROMPTS:
-            body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 64}
-            started = time.perf_counter()
+            body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 64}
             if stream:
                 body["stream"] = True
                 body["stream_options"] = {"include_usage": True}
-                with client.stream("POST", "/chat/completions", json=body) as response:
-                    response.raise_for_status()
-                    usage: dict[str, int] = {}
-                    chunks = 0
-                    for line in response.iter_lines():
-                        if line.startswith("data: {"):
-                            chunk = json.loads(line[6:])
-                            chunks += 1
-                            usage = chunk.get("usage") or usage
-                    headers = response.headers
-                kind = f"stream ({chunks} chunks)"
+            challenge = client.post("/chat/completions", json=body)
+            if challenge.status_code != 402:
+                print(f"expected a 402 challenge, got {challenge.status_code}: {challenge.text[:200]}")
+                return 1
+            accepts = json.loads(base64.b64decode(challenge.headers["payment-required"]))["accepts"][0]
+            headers = {"PAYMENT-SIGNATURE": payment_header(pay_exact(accepts, agent.private_key))}
+            quote = int(accepts["amount"])
+            if stream:
+                with client.stream("POST", "/chat/completions", json=body, headers=headers) as response:
+                    text = "".join(response.iter_text())
+                status, answered = response.status_code, response.headers.get("x-clawrouter-model", "-")
+                usage, settlement = _stream_outcome(text)
+                kind = "stream"
             else:
-                response = client.post("/chat/completions", json=body)
-                response.raise_for_status()
-                usage, headers, kind = response.json()["usage"], response.headers, "json"
-            elapsed = (time.perf_counter() - started) * 1000
+                response = client.post("/chat/completions", json=body, headers=headers)
+                status, answered, kind = response.status_code, response.headers.get("x-clawrouter-model", "-"), "json"
+                usage = response.json().get("usage", {}) if status == 200 else {}
+                settlement = (
+                    json.loads(base64.b64decode(response.headers["payment-response"]))
+                    if "payment-response" in response.headers
+                    else {}
+                )
+                if "x-clawrouter-receipt" in response.headers:
+                    receipt = decode_receipt_header(response.headers["x-clawrouter-receipt"])
+                    verify_receipt(receipt, body=response.content, router=router_key.address)
+            if status != 200:
+                failures += 1
+                answered = f"failed ({status})"
+            charged = int(settlement.get("amount", 0)) if settlement.get("success") else 0
             rows.append(
                 (
                     model,
-                    headers["x-clawrouter-model"],
+                    answered,
                     kind,
-                    str(usage.get("prompt_tokens", "?")),
-                    str(usage.get("completion_tokens", "?")),
-                    headers.get("x-clawrouter-cost-usd", "-"),
-                    f"{elapsed:.1f}",
+                    str(usage.get("prompt_tokens", "-")),
+                    str(usage.get("completion_tokens", "-")),
+                    f"{quote / 1e6:.6f}",
+                    f"{charged / 1e6:.6f}",
+                    _short(settlement.get("transaction", "")),
                 )
             )
-    header = ("REQUESTED", "ANSWERED BY", "MODE", "IN", "OUT", "COST USD", "MS")
+    header = ("REQUESTED", "ANSWERED BY", "MODE", "IN", "OUT", "QUOTE USDC", "CHARGED", "TRANSACTION")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    print(f"\n{len(rows)} calls served by {server.url}; payments arrive with the x402 rails.")
-    return 0
+    ok = _reconcile(router, chain, agent.address, operator.address)
+    print(f"\n{len(rows)} calls ({failures} failed, not charged) served by {server.url}; ledger at {workdir}")
+    return 0 if ok else 1
+
+
+def _stream_outcome(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    usage: dict[str, Any] = {}
+    settlement: dict[str, Any] = {}
+    event = ""
+    for line in text.splitlines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: {"):
+            data = json.loads(line[6:])
+            if event == "payment":
+                settlement = data
+            elif not event:
+                usage = data.get("usage") or usage
+        elif not line:
+            event = ""
+    return usage, settlement
+
+
+def _short(tx: str) -> str:
+    return f"{tx[:10]}…{tx[-6:]}" if len(tx) > 20 else (tx or "-")
+
+
+def _reconcile(router: Router, chain: Any, agent: str, operator: str) -> bool:
+    import asyncio
+
+    async def settled() -> list[Any]:
+        return await router.ledger.intents("settled")
+
+    intents = asyncio.run(settled())
+    ledger_total = sum(i.amount for i in intents)
+    received = chain.usdc_balance(operator)
+    spent = AGENT_FUNDS - chain.usdc_balance(agent)
+    mined = all(int(chain.w3.eth.get_transaction_receipt(i.transaction)["status"]) == 1 for i in intents)
+    ok = ledger_total == received == spent and mined and len({i.transaction for i in intents}) == len(intents)
+    print(
+        f"\nledger: {len(intents)} settlements, {ledger_total / 1e6:.6f} USDC; chain: operator received "
+        f"{received / 1e6:.6f}, agent spent {spent / 1e6:.6f}; every transaction mined: {mined}"
+    )
+    print("ledger == chain ✓" if ok else "ledger != chain ✗")
+    return ok

@@ -65,8 +65,13 @@ def test_demo_runs_end_to_end():
     result = run("demo")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    table = [line for line in lines if line.startswith(("auto", "eco", "premium", "simulated/flaky"))]
-    assert len(table) == 5
+    table = [line for line in lines if line.startswith(("auto", "eco", "premium", "simulated/"))]
+    assert len(table) == 6
     flaky = next(line for line in table if line.startswith("simulated/flaky"))
     assert flaky.split()[1] == "simulated/eco"  # fell back
-    assert "5 calls served by http://127.0.0.1:" in result.stdout
+    broken = next(line for line in table if line.startswith("simulated/broken")).split()
+    assert broken[1:3] == ["failed", "(502)"] and broken[-2:] == ["0.000000", "-"]  # not charged
+    paid = [line.split() for line in table if "failed" not in line]
+    assert all(row[-1].startswith("0x") and float(row[-2]) > 0 for row in paid)
+    assert "ledger == chain ✓" in result.stdout
+    assert "6 calls (1 failed, not charged) served by http://127.0.0.1:" in result.stdout

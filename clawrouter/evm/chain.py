@@ -284,6 +284,11 @@ class EvmChain:
         except _Reverted as exc:
             return SettleOutcome("", revert_reason(str(exc)))
         if status != 1:
+            # lost a race to an earlier submission of the same authorization (e.g. sent
+            # before a crash and mined since): that one settled it
+            earlier = await self.find_settlement(auth)
+            if earlier is not None:
+                return SettleOutcome(earlier)
             return SettleOutcome(tx_hash, "invalid_transaction_state")
         return SettleOutcome(tx_hash)
 

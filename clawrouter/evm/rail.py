@@ -19,7 +19,7 @@ from .exact import CheckedPayment, check_payment
 from .facilitator import EmbeddedEvmFacilitator
 from .networks import EvmNetwork
 
-__all__ = ["ExactEvmRail"]
+__all__ = ["ExactEvmRail", "local_rail"]
 
 
 class ExactEvmRail:
@@ -114,3 +114,22 @@ class ExactEvmRail:
 
     def __repr__(self) -> str:
         return f"<ExactEvmRail {self.network} payTo={self.pay_to}>"
+
+
+def local_rail(
+    w3: Any,
+    network: EvmNetwork,
+    pay_to: str,
+    key: Any,
+    *,
+    simulate: bool = False,
+    balance_ttl: float = 30.0,
+    max_timeout_seconds: int = 60,
+) -> ExactEvmRail:
+    """A rail settling with ``key`` over an existing ``web3.Web3`` (an in-process
+    chain, or any node): for the demo, tests and programmatic set-ups."""
+    from .chain import EvmChain
+
+    chain = EvmChain(w3, network.asset, key=key)
+    facilitator = EmbeddedEvmFacilitator(network, chain, simulate=simulate, balance_ttl=balance_ttl)
+    return ExactEvmRail(network, pay_to, facilitator, max_timeout_seconds=max_timeout_seconds)
