@@ -121,7 +121,8 @@ def check() -> int:
             kept = Path(tempfile.gettempdir()) / f"{CONTRACT}.fresh.json"
             shutil.copyfile(fresh_path, kept)
             print(
-                f"{ARTIFACT.relative_to(ROOT)} is stale: {', '.join(differing)} differ from a fresh build of "
+                f"{ARTIFACT.relative_to(ROOT)} is stale: {', '.join(differing)} "
+                f"{'differs' if len(differing) == 1 else 'differ'} from a fresh build of "
                 f"{SOURCE.relative_to(ROOT)} (fresh build kept at {kept}).\n"
                 "Run `python scripts/build_contracts.py` and commit the result.",
                 file=sys.stderr,

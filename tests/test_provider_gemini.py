@@ -1006,7 +1006,8 @@ async def test_end_to_end_through_the_router(clawrouter_router, clawrouter_clien
     body = response.json()
     assert body["choices"][0]["message"]["content"] == "Bonjour" and body["usage"]["total_tokens"] == 18
     assert str(fake.requests[-1].url) == GENERATE
-    assert fake.body["generationConfig"] == {"temperature": 0.2}
+    # the router injects its default output cap, so what is generated is what was quoted
+    assert fake.body["generationConfig"] == {"temperature": 0.2, "maxOutputTokens": 1024}
     assert KEY not in repr(router.providers["google"])
 
     fake.stream_body = sse(answer(candidate([{"text": "Bon"}], None)), answer(candidate([{"text": "jour"}], "STOP")))

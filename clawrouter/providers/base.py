@@ -163,6 +163,9 @@ class ChatCall:
         if self._raw is None:
             raw = decode_raw(self.body or encode(self.request))
             raw.pop("clawrouter", None)  # the router's own extension never goes upstream
+            cap = self.request.max_tokens
+            if isinstance(cap, int) and "max_tokens" not in raw and "max_completion_tokens" not in raw:
+                raw["max_tokens"] = Raw(str(cap).encode())  # the default the router injected and quoted
             self._raw = raw
         return self._raw
 

@@ -187,6 +187,7 @@ class OpenAICompatibleProvider(HTTPProvider):
         self.settings = settings = settings or OpenAISettings()
         super().__init__(name, settings, transport, auth=("authorization", "Bearer {key}"))
         self._url = settings.base_url.rstrip("/") + "/chat/completions"
+        self._openai = settings.base_url.startswith("https://api.openai.com/")
 
     async def _post(self, body: dict[str, Raw], call: ChatCall) -> UpstreamResponse:
         response = await self.transport.post(self._url, self._headers, encode(body), self.settings.timeouts)
@@ -204,6 +205,9 @@ class OpenAICompatibleProvider(HTTPProvider):
     def _body(self, call: ChatCall) -> dict[str, Raw]:
         body = dict(call.raw)
         body["model"] = Raw(encode(call.model.upstream))
+        if self._openai and "max_tokens" in body and "max_completion_tokens" not in body:
+            # OpenAI's current models refuse the deprecated max_tokens
+            body["max_completion_tokens"] = body.pop("max_tokens")
         return body
 
     async def chat(self, call: ChatCall) -> Completion:

@@ -9,7 +9,7 @@ import msgspec
 from ..context import get_context
 from ..errors import BadRequest, ClawError
 from ..types import ASGIApp, Receive, Scope, Send
-from ..wire import RouteConstraints
+from ..wire import ChatCompletionRequest, RouteConstraints
 
 if TYPE_CHECKING:
     from ..router import Router
@@ -29,10 +29,18 @@ class RouteMiddleware:
             try:
                 request = await ctx.chat_request(scope, receive)
                 ctx.decision = self.router.decide(request, header_constraints(scope))
+                bound_output(request, self.router.config.routing.default_max_tokens)
             except ClawError as exc:
                 await ctx.fail(exc, send)
                 return
         await self.app(scope, receive, send)
+
+
+def bound_output(request: ChatCompletionRequest, default: int) -> None:
+    """Give a request without an output cap the configured default, so what the
+    upstream may generate is what the quote assumed (adapters send it upstream)."""
+    if request.output_cap() is None:
+        request.max_tokens = default
 
 
 _PREFIX = b"x-clawrouter-"

@@ -40,7 +40,7 @@ from ..quotes import QuoteError
 from ..settlement import SETTLED, lock_key
 from ..types import ASGIApp, Receive, Scope, Send
 from ..wire import RouteConstraints, encode
-from .route import header_constraints
+from .route import bound_output, header_constraints
 
 if TYPE_CHECKING:
     from ..router import Router
@@ -79,6 +79,7 @@ class VerifyMiddleware:
             constraints = header_constraints(scope)
             if ctx.decision is None:
                 ctx.decision = router.decide(request, constraints)
+            bound_output(request, router.config.routing.default_max_tokens)
             amount = router.quote(request, ctx.decision)
             resource = _resource(scope)
             assert ctx.body is not None
