@@ -413,3 +413,27 @@ async def test_cors_exposes_the_payment_headers(paid):
     assert response.status_code == 402
     exposed = response.headers["access-control-expose-headers"]
     assert "payment-required" in exposed and "payment-response" in exposed
+
+
+async def test_unreachable_chain_fails_closed_with_503(wallets):
+    """The payer's balance cannot be read: 503 with a clear error, nothing served or charged."""
+    from clawrouter.evm.chain import EvmChain
+    from clawrouter.evm.facilitator import EmbeddedEvmFacilitator
+    from clawrouter.evm.rail import ExactEvmRail
+
+    settler, agent, operator = wallets
+    network = EvmNetwork("eip155:84532", 84532, "0x036CbD53842c5426634e7929541eC2318f3dCF7e", "USDC", "2")
+    dead = EvmChain.from_url("http://127.0.0.1:9", network.asset, key=settler)  # nothing listens on port 9
+    rail = ExactEvmRail(network, operator.address, EmbeddedEvmFacilitator(network, dead))
+    router = Router(
+        load_config(data={"ledger": {"backend": "memory"}}, env={}), plugins=[Rails(rail)], entry_points=False
+    )
+    transport = httpx.ASGITransport(router.app)
+    async with router.lifespan(), httpx.AsyncClient(transport=transport, base_url="http://r") as client:
+        request = body()
+        accepts = await challenge(client, request)
+        header = payment_header(pay_exact(accepts, agent.private_key))
+        response = await client.post(URL, json=request, headers={"PAYMENT-SIGNATURE": header})
+        assert response.status_code == 503 and response.json()["error"]["code"] == "chain_unavailable"
+        assert response.headers["retry-after"] == "5"
+        assert await router.ledger.intents() == []

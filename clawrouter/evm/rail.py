@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ServiceUnavailable
 from ..facilitator import Facilitator
 from ..payments import PaymentPayload, PaymentRejected, PaymentRequirements, SettlementResponse, VerifiedPayment
+from .chain import ChainError
 from .exact import CheckedPayment, check_payment
 from .facilitator import EmbeddedEvmFacilitator
 from .networks import EvmNetwork
@@ -56,9 +58,17 @@ class ExactEvmRail:
         embedded = self.embedded
         if embedded is not None:
             checked = embedded.check(payment, requirements)
-            if embedded.simulate:
-                await embedded.simulate_or_raise(checked)
-            if not await embedded.book.reserve(checked.payer, int(requirements.amount)):
+            try:
+                if embedded.simulate:
+                    await embedded.simulate_or_raise(checked)
+                reserved = await embedded.book.reserve(checked.payer, int(requirements.amount))
+            except ChainError as exc:  # fail closed: nothing is served unverified, nothing charged
+                raise ServiceUnavailable(
+                    f"cannot reach {self.network} to check the payment ({exc}); retry later",
+                    code="chain_unavailable",
+                    headers=[(b"retry-after", b"5")],
+                ) from None
+            if not reserved:
                 raise PaymentRejected(
                     f"{checked.payer} holds less than {requirements.amount} {self.evm.label or self.network} "
                     "USDC units not already committed to payments in flight",
