@@ -100,7 +100,7 @@ class PaymentsConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     #: "embedded" (the router's key settles) or the URL of an x402 facilitator
     facilitator: str = "embedded"
     facilitator_api_key_env: str = ""
-    #: serve the x402 facilitator API (/-/facilitator/…) for other x402 servers
+    #: serve the x402 facilitator API (/-/x402/…) for other x402 servers
     serve_facilitator: bool = False
     #: the environment variable holding the router's private key (signs receipts, settles)
     key_env: str = "CLAWROUTER_KEY"

@@ -227,7 +227,10 @@ class Settler:
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait (bounded) for settlements in progress, then stop the retry loop."""
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+            _, pending = await asyncio.wait(list(self._tasks), timeout=timeout)
+            for task in pending:  # left pending in the outbox: the next start settles them
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)

@@ -150,7 +150,7 @@ class EmbeddedEvmFacilitator:
     async def supported(self) -> SupportedResponse:
         signers = [self.chain.key.address] if self.chain.key is not None else []
         return SupportedResponse(
-            [SupportedKind(2, self.scheme, self.network.network), SupportedKind(1, self.scheme, self.network.network)],
+            [SupportedKind(2, self.scheme, self.network.network)],
             [],
             {"eip155:*": signers},
         )

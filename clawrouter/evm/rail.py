@@ -76,7 +76,7 @@ class ExactEvmRail:
                 )
         else:
             checked = check_payment(payment, requirements, self.evm)
-            answer = await self.facilitator.verify(payment, requirements)
+            answer = await self.facilitator.verify(_v2(payment, requirements), requirements)
             if not answer.isValid:
                 raise PaymentRejected(
                     answer.invalidMessage or f"facilitator refused the payment: {answer.invalidReason}",
@@ -102,7 +102,7 @@ class ExactEvmRail:
         """Settle the authorized amount (``exact`` charges what was signed; ``charge``
         is the actual cost, recorded by the ledger). Raises when the chain or the
         facilitator cannot be reached, so the caller retries."""
-        response = await self.facilitator.settle(payment.payload, payment.requirements)
+        response = await self.facilitator.settle(_v2(payment.payload, payment.requirements), payment.requirements)
         if self.embedded is not None:
             if response.success:
                 self.embedded.book.spent(payment.payer, payment.amount)
@@ -124,6 +124,13 @@ class ExactEvmRail:
 
     def __repr__(self) -> str:
         return f"<ExactEvmRail {self.network} payTo={self.pay_to}>"
+
+
+def _v2(payment: PaymentPayload, requirements: PaymentRequirements) -> PaymentPayload:
+    """A v1 payment restated as v2 (the same signed authorization) for a v2 facilitator."""
+    if payment.accepted is not None:
+        return payment
+    return PaymentPayload(2, payment.payload, accepted=requirements, resource=payment.resource)
 
 
 def local_rail(
