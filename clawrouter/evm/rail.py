@@ -103,12 +103,9 @@ class ExactEvmRail:
         is the actual cost, recorded by the ledger). Raises when the chain or the
         facilitator cannot be reached, so the caller retries."""
         response = await self.facilitator.settle(_v2(payment.payload, payment.requirements), payment.requirements)
-        if self.embedded is not None:
-            if response.success:
-                self.embedded.book.spent(payment.payer, payment.amount)
-            else:
-                self.embedded.book.release(payment.payer, payment.amount)
-        return response
+        if self.embedded is not None and response.success:
+            self.embedded.book.spent(payment.payer, payment.amount)
+        return response  # a failure is released once, by the settler
 
     def release(self, payment: VerifiedPayment) -> None:
         """The request failed: its reservation goes back to the payer's available balance."""

@@ -141,8 +141,9 @@ class VerifyMiddleware:
             await self.app(scope, receive, send)
         finally:
             if ctx.settlement is None or not ctx.settlement.success:
-                await router.state.release(key)
-                _release(rail, verified)
+                if ctx.settlement is None:  # a failed settlement was released by the settler
+                    await router.state.release(key)
+                    _release(rail, verified)
                 await ledger.record(LedgerEntry(ctx.request_id, "released", {"payment_id": verified.payment_id}))
 
     def _quoted(
