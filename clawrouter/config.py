@@ -86,7 +86,6 @@ class EvmNetworkConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=
     networks outside the built-in table (a local chain)."""
 
     rpc_url: str = ""
-    chain_id: int = 0
     asset: str = ""
     name: str = ""
     version: str = ""

@@ -131,26 +131,12 @@ _request_decoder = msgspec.json.Decoder(FacilitatorRequest)
 _encoder = msgspec.json.Encoder()
 
 
-def _requirements_wire(requirements: PaymentRequirements) -> dict[str, Any]:
-    # omit_defaults would drop ``maxTimeoutSeconds`` when it is 60, but the spec
-    # (and the reference facilitators' schemas) require it
-    data: dict[str, Any] = msgspec.to_builtins(requirements)
-    data["maxTimeoutSeconds"] = requirements.maxTimeoutSeconds
-    return data
-
-
 def encode_facilitator_request(payload: PaymentPayload, requirements: PaymentRequirements) -> bytes:
     """The JSON body of ``POST /verify`` and ``POST /settle``, as the spec writes it:
-    ``x402Version`` (the payload's) at the top level and every required field present."""
-    wire_payload: dict[str, Any] = msgspec.to_builtins(payload)
-    if payload.accepted is not None:
-        wire_payload["accepted"] = _requirements_wire(payload.accepted)
+    ``x402Version`` (the payload's) at the top level (``FacilitatorRequest`` would
+    omit its default)."""
     return _encoder.encode(
-        {
-            "x402Version": payload.x402Version,
-            "paymentPayload": wire_payload,
-            "paymentRequirements": _requirements_wire(requirements),
-        }
+        {"x402Version": payload.x402Version, "paymentPayload": payload, "paymentRequirements": requirements}
     )
 
 

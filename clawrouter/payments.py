@@ -140,7 +140,7 @@ class VerifiedPayment(Struct):
     requirements: PaymentRequirements
     payload: PaymentPayload
     #: unix time after which the payment can no longer be settled (0: unknown);
-    #: its in-flight lock and used marker are kept at least this long
+    #: once settled, its "settled" marker in the state backend is kept this long
     expires: int = 0
 
 

@@ -62,7 +62,7 @@ class ReceiptError(Exception):
 class Receipt(msgspec.Struct, kw_only=True, omit_defaults=False, frozen=True):
     """A signed record of one paid call (amounts are atomic units of ``asset``, as decimal strings)."""
 
-    id: str  # "rcpt_" + request_id
+    id: str  # the router sets it to the request id (GET /-/receipts/{id})
     request_id: str
     issued_at: int  # unix seconds
     model: str  # the model that answered

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TimeExhausted
+from web3.logs import DISCARD
 
 from ..keys import RouterKey
 from .eip3009 import Authorization
@@ -228,7 +229,7 @@ class EvmChain:
             )
             for log in logs:
                 receipt = self.w3.eth.get_transaction_receipt(log["transactionHash"])
-                for transfer in self.contract.events.Transfer().process_receipt(receipt, errors=_DISCARD):
+                for transfer in self.contract.events.Transfer().process_receipt(receipt, errors=DISCARD):
                     args = transfer["args"]
                     if (
                         args["from"].lower() == auth.from_.lower()
@@ -282,15 +283,20 @@ class EvmChain:
         try:
             tx_hash, status = await self._run(submit)
         except _Reverted as exc:
-            return SettleOutcome("", revert_reason(str(exc)))
+            reason = revert_reason(str(exc))
+            if reason == "invalid_exact_evm_nonce_already_used":
+                return await self._earlier(auth, "", reason)
+            return SettleOutcome("", reason)
         if status != 1:
-            # lost a race to an earlier submission of the same authorization (e.g. sent
-            # before a crash and mined since): that one settled it
-            earlier = await self.find_settlement(auth)
-            if earlier is not None:
-                return SettleOutcome(earlier)
-            return SettleOutcome(tx_hash, "invalid_transaction_state")
+            return await self._earlier(auth, tx_hash, "invalid_transaction_state")
         return SettleOutcome(tx_hash)
+
+    async def _earlier(self, auth: Authorization, tx_hash: str, error: str) -> SettleOutcome:
+        """Lost a race to another submission of the same authorization (sent before a
+        crash and mined since, or by another process): if that one paid exactly this
+        transfer, it is the settlement."""
+        earlier = await self.find_settlement(auth)
+        return SettleOutcome(earlier) if earlier is not None else SettleOutcome(tx_hash, error)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -315,11 +321,3 @@ def revert_reason(message: str) -> str:
         return "invalid_exact_evm_payload_signature"
     return "invalid_exact_evm_transaction_simulation_failed"
 
-
-def _discard() -> Any:
-    from web3.logs import DISCARD
-
-    return DISCARD
-
-
-_DISCARD = _discard()

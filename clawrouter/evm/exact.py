@@ -18,7 +18,7 @@ from ..payments import PaymentPayload, PaymentRejected, PaymentRequirements
 from .eip3009 import Authorization, domain_separator, recover, transfer_digest
 from .networks import EvmNetwork
 
-__all__ = ["VALID_BEFORE_MARGIN", "CheckedPayment", "check_payment", "v1_network"]
+__all__ = ["VALID_BEFORE_MARGIN", "CheckedPayment", "check_payment"]
 
 #: Seconds an authorization must stay valid beyond now: time to settle it.
 VALID_BEFORE_MARGIN = 6
@@ -41,14 +41,6 @@ class _ExactPayload(msgspec.Struct):
 
 _convert_payload = msgspec.convert
 
-_V1_NAMES = {"eip155:8453": "base", "eip155:84532": "base-sepolia"}
-
-
-def v1_network(network: str) -> str:
-    """The v1 network name of a CAIP-2 id (``base``, ``base-sepolia``), else the id itself."""
-    return _V1_NAMES.get(network, network)
-
-
 def _reject(message: str, code: str) -> PaymentRejected:
     return PaymentRejected(message, code=code)
 
@@ -66,7 +58,7 @@ def check_payment(
     scheme, name = payment.pair()
     if scheme != requirements.scheme or scheme != "exact":
         raise _reject(f"scheme {scheme!r} is not accepted here; expected 'exact'", "unsupported_scheme")
-    if name != requirements.network and v1_network(requirements.network) != name:
+    if name != requirements.network:  # pair() already names v1 networks by their CAIP-2 id
         raise _reject(f"network {name!r} does not match {requirements.network!r}", "invalid_network")
     accepted = payment.accepted
     if accepted is not None and accepted.asset.lower() != requirements.asset.lower():

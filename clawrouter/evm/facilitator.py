@@ -37,11 +37,16 @@ class BalanceBook:
         self.clock = clock
         self._balances: dict[str, tuple[int, float]] = {}
         self._reserved: dict[str, int] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._refreshing = asyncio.Lock()  # chain reads go one at a time (one worker thread anyway)
 
     async def _refresh(self, payer: str) -> int:
         balance = await self.chain.balance_of(payer)
-        self._balances[payer] = (balance, self.clock())
+        now = self.clock()
+        if len(self._balances) >= 10_000:  # bounded: forget stale payers with nothing in flight
+            self._balances = {
+                p: v for p, v in self._balances.items() if now - v[1] <= self.ttl or p in self._reserved
+            }
+        self._balances[payer] = (balance, now)
         return balance
 
     async def available(self, payer: str, *, fresh: bool = False) -> int:
@@ -52,20 +57,25 @@ class BalanceBook:
             balance = cached[0]
         return balance - self._reserved.get(payer, 0)
 
+    async def covers(self, payer: str, amount: int) -> bool:
+        """Whether ``payer`` holds ``amount`` beyond its reservations; a cached figure
+        that falls short is read again from the chain before saying no."""
+        cached = self._balances.get(payer)
+        if (
+            cached is not None
+            and self.clock() - cached[1] <= self.ttl
+            and cached[0] - self._reserved.get(payer, 0) >= amount
+        ):
+            return True  # the hot path: no await, no chain
+        async with self._refreshing:
+            return await self.available(payer, fresh=True) >= amount
+
     async def reserve(self, payer: str, amount: int) -> bool:
         """Hold ``amount`` of ``payer``'s balance for a payment in flight; ``False`` if it lacks it."""
-        cached = self._balances.get(payer)
-        reserved = self._reserved.get(payer, 0)
-        if cached is not None and self.clock() - cached[1] <= self.ttl and cached[0] - reserved >= amount:
-            self._reserved[payer] = reserved + amount  # the hot path: no await, no chain
-            return True
-        lock = self._locks.setdefault(payer, asyncio.Lock())
-        async with lock:
-            fresh = cached is not None  # a stale or short cached figure: read the chain again
-            if await self.available(payer, fresh=fresh) < amount:
-                return False
-            self._reserved[payer] = self._reserved.get(payer, 0) + amount
-            return True
+        if not await self.covers(payer, amount):
+            return False
+        self._reserved[payer] = self._reserved.get(payer, 0) + amount  # no await since covers(): atomic
+        return True
 
     def release(self, payer: str, amount: int) -> None:
         left = self._reserved.get(payer, 0) - amount
@@ -117,9 +127,7 @@ class EmbeddedEvmFacilitator:
         try:
             checked = self.check(payload, requirements)
             payer = checked.payer
-            if await self.book.available(payer) < int(requirements.amount) and await self.book.available(
-                payer, fresh=True
-            ) < int(requirements.amount):
+            if not await self.book.covers(payer, int(requirements.amount)):
                 raise PaymentRejected("payer's balance is below the amount", code="insufficient_funds")
             if await self.chain.authorization_used(payer, bytes.fromhex(checked.authorization.nonce[2:])):
                 raise PaymentRejected("authorization nonce already used", code="invalid_exact_evm_nonce_already_used")

@@ -49,8 +49,5 @@ NETWORKS: dict[str, EvmNetwork] = {n.network: n for n in (BASE, BASE_SEPOLIA)}
 
 
 def network_for(network: str) -> EvmNetwork | None:
-    """The built-in entry for a CAIP-2 id (v1 names ``base``/``base-sepolia`` too)."""
-    return NETWORKS.get(_V1_NAMES.get(network, network))
-
-
-_V1_NAMES = {"base": BASE.network, "base-sepolia": BASE_SEPOLIA.network}
+    """The built-in entry for a CAIP-2 id, or ``None``."""
+    return NETWORKS.get(network)
