@@ -90,13 +90,16 @@ async def _call(app, headers) -> int:
     return status
 
 
-async def verify_overhead(rounds: int, per_round: int) -> dict[str, float]:
+async def verify_overhead(rounds: int, per_round: int, ledger: str = "memory") -> dict[str, float]:
     chain = InProcessChain()
     settler, agent, operator = RouterKey.generate(), RouterKey.generate(), RouterKey.generate()
     chain.fund(settler.address, 0)
     chain.fund(agent.address, 10**12)
     network = EvmNetwork(chain.network, chain.chain_id, chain.token, "USDC", "2")
-    config = load_config(data={"ledger": {"backend": "memory"}}, env={})
+    import tempfile
+
+    path = f"{tempfile.mkdtemp(prefix='clawrouter-bench-')}/ledger.sqlite3"
+    config = load_config(data={"ledger": {"backend": ledger, "path": path}}, env={})
     plain = Router(config, entry_points=False)
     paid = Router(
         config,
@@ -168,12 +171,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     rounds, per_round, settle_n = (5, 200, 20) if args.quick else (15, 1000, 100)
-    verify = asyncio.run(verify_overhead(rounds, per_round))
-    print(
-        f"verify: {verify['without_payments_us']:.0f} µs CPU per request without payments, "
-        f"{verify['with_verify_us']:.0f} µs with verify -> +{verify['added_us']:.0f} µs "
-        f"(median of {rounds} interleaved rounds x {per_round} requests)"
-    )
+    for ledger in ("memory", "sqlite"):
+        verify = asyncio.run(verify_overhead(rounds, per_round, ledger))
+        print(
+            f"verify ({ledger} ledger): {verify['without_payments_us']:.0f} µs CPU per request without payments, "
+            f"{verify['with_verify_us']:.0f} µs with verify -> +{verify['added_us']:.0f} µs "
+            f"(median of {rounds} interleaved rounds x {per_round} requests)"
+        )
     settle = asyncio.run(settlement_throughput(settle_n))
     if settle is None:
         print("settlement: anvil not found (run `npm ci`), skipped")

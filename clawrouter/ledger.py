@@ -2,8 +2,9 @@
 
 Entries are ``(request_id, kind, time, data)``; kinds used by the stages are
 ``authorization`` (a verified payment), ``execution`` (model, usage, cost),
-``settlement`` (the rail's answer) and ``released`` (a failed request's payment
-let go unsettled). SQLite is the default; a PostgreSQL ledger implements the
+``settlement`` (the rail's answer), ``receipt`` (the signed receipt; the latest
+per request wins) and ``released`` (a failed request's payment let go
+unsettled). SQLite is the default; a PostgreSQL ledger implements the
 same protocol and is registered through ``register_ledgers``.
 
 The ledger also holds the settlement **outbox**: a :class:`SettlementIntent` is
@@ -168,12 +169,23 @@ _INTENT_COLUMNS = (
 
 
 class SQLiteLedger:
-    """SQLite (WAL, synchronous=FULL): an entry is on disk when ``record`` returns."""
+    """SQLite (WAL, synchronous=FULL).
 
-    def __init__(self, path: str | Path) -> None:
+    Outbox calls are durable when they return: an intent is on disk before the
+    chain is touched. Plain entries are *group-committed*: ``record`` queues the
+    entry and one transaction writes everything queued within ``flush_delay``
+    seconds, so paid requests share commits instead of each paying for several
+    (``entries`` and ``aclose`` flush first). A crash can lose the entries of
+    the last few milliseconds, never an intent or its outcome.
+    """
+
+    def __init__(self, path: str | Path, flush_delay: float = 0.005) -> None:
         self.path = str(path)
+        self.flush_delay = flush_delay
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._pending: list[LedgerEntry] = []
+        self._flushing: asyncio.Task[None] | None = None
         self._encode = msgspec.json.Encoder().encode
         self._decode = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -188,11 +200,18 @@ class SQLiteLedger:
             self._db = db
         return self._db
 
-    def _insert(self, entry: LedgerEntry) -> None:
-        self._connect().execute(
-            "INSERT INTO ledger (request_id, kind, time, data) VALUES (?, ?, ?, ?)",
-            (entry.request_id, entry.kind, entry.time, self._encode(entry.data)),
-        )
+    def _insert(self, entries: list[LedgerEntry]) -> None:
+        db = self._connect()
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "INSERT INTO ledger (request_id, kind, time, data) VALUES (?, ?, ?, ?)",
+                [(e.request_id, e.kind, e.time, self._encode(e.data)) for e in entries],
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def _select(self, request_id: str | None) -> list[LedgerEntry]:
         sql = "SELECT request_id, kind, data, time FROM ledger"
@@ -203,8 +222,21 @@ class SQLiteLedger:
         return [LedgerEntry(r, k, self._decode(d), t) for r, k, d, t in rows]
 
     async def record(self, entry: LedgerEntry) -> None:
+        self._pending.append(_stamp(entry))
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.flush_delay)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write every queued entry (one transaction)."""
+        self._flushing = None
         async with self._lock:
-            await asyncio.to_thread(self._insert, _stamp(entry))
+            batch, self._pending = self._pending, []
+            if batch:
+                await asyncio.to_thread(self._insert, batch)
 
     def _add_intent(self, i: SettlementIntent) -> bool:
         now = time.time()
@@ -254,10 +286,15 @@ class SQLiteLedger:
             return await asyncio.to_thread(self._intents, status, since_expires)
 
     async def entries(self, request_id: str | None = None) -> list[LedgerEntry]:
+        await self.flush()
         async with self._lock:
             return await asyncio.to_thread(self._select, request_id)
 
     async def aclose(self) -> None:
+        task, self._flushing = self._flushing, None
+        if task is not None:
+            task.cancel()
+        await self.flush()
         if self._db is not None:
             self._db.close()
             self._db = None

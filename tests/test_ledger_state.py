@@ -24,6 +24,27 @@ async def test_sqlite_ledger_is_durable(tmp_path):
     await reopened.aclose()
 
 
+async def test_sqlite_ledger_group_commits_entries_and_writes_intents_at_once(tmp_path):
+    from clawrouter.ledger import SettlementIntent
+
+    path = tmp_path / "ledger.sqlite3"
+    ledger = SQLiteLedger(path, flush_delay=0.05)
+    other = SQLiteLedger(path)  # another process's view of the file
+    for i in range(20):
+        await ledger.record(LedgerEntry(f"r{i}", "authorization"))
+    assert await other.entries() == []  # queued, not yet committed
+    await asyncio.sleep(0.2)  # one delayed flush commits the whole batch
+    assert len(await other.entries()) == 20
+    intent = SettlementIntent(
+        payment_id="p", request_id="r0", scheme="exact", network="n", payer="a", amount=5, charge=4,
+        expires=0, payment=b"{}", requirements=b"{}",
+    )  # fmt: skip
+    assert await ledger.add_intent(intent)
+    assert [i.payment_id for i in await other.intents("pending")] == ["p"]  # durable on return
+    await ledger.aclose()
+    await other.aclose()
+
+
 async def test_memory_ledger():
     ledger = MemoryLedger()
     await asyncio.gather(*[ledger.record(LedgerEntry(f"r{i}", "execution")) for i in range(5)])
