@@ -1,16 +1,28 @@
-"""The ``clawrouter`` command: serve, models, route, demo, hash-key."""
+"""The ``clawrouter`` command: serve, models, route, demo, hash-key, wallet."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from . import __version__
 from .config import ConfigError
 
+if TYPE_CHECKING:
+    from .wallet import Wallet
+
 __all__ = ["main"]
+
+
+class CommandError(Exception):
+    """A command failed for a reason the user can fix: printed without a traceback, exit status 2."""
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -125,6 +137,113 @@ def cmd_hash_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wallet(path: str | None) -> tuple[Wallet, str]:
+    """The wallet the commands use (``$CLAWROUTER_WALLET_KEY``, else the key file) and where it came from."""
+    from .wallet import KEY_ENV, Wallet
+
+    file = Path(path).expanduser() if path else Wallet.default_path()
+    try:
+        wallet = Wallet.resolve(file)
+    except (ValueError, OSError) as exc:
+        raise CommandError(str(exc)) from None
+    source = f"${KEY_ENV}" if os.environ.get(KEY_ENV, "").strip() else str(file)
+    return wallet, source
+
+
+def cmd_wallet_new(args: argparse.Namespace) -> int:
+    from .wallet import KEY_ENV, Wallet
+
+    file = Path(args.path).expanduser() if args.path else Wallet.default_path()
+    wallet = Wallet.generate()
+    try:
+        saved = wallet.save(file, overwrite=args.force)
+    except FileExistsError:
+        raise CommandError(f"{file} already exists; pass --force to replace it (its key is then lost)") from None
+    except OSError as exc:
+        raise CommandError(f"cannot write the wallet key file: {exc}") from None
+    print(f"address:  {wallet.address}")
+    print(f"key file: {saved} (mode 0600)")
+    if os.environ.get(KEY_ENV, "").strip():
+        print(f"note: ${KEY_ENV} is set, and is used instead of this file while it is", file=sys.stderr)
+    return 0
+
+
+def cmd_wallet_show(args: argparse.Namespace) -> int:
+    wallet, source = _wallet(args.path)
+    print(f"address:     {wallet.address}")
+    print(f"source:      {source}")
+    if args.private_key:
+        print(f"private key: 0x{wallet.private_key.hex()}")
+    return 0
+
+
+def cmd_wallet_balance(args: argparse.Namespace) -> int:
+    from .evm.networks import network_for
+
+    network: str = args.network
+    rpc_url: str | None = args.rpc_url
+    asset: str | None = args.asset
+    if args.config:
+        from .config import load_config
+
+        configured = load_config(args.config).payments.evm.get(network)
+        if configured is not None:
+            rpc_url = rpc_url or configured.rpc_url or None
+            asset = asset or configured.asset or None
+    wallet, _ = _wallet(args.path)
+    try:
+        atomic = asyncio.run(wallet.balance(network, rpc_url, asset))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    except Exception as exc:
+        from web3.exceptions import Web3Exception
+
+        from .evm.chain import ChainError
+
+        if isinstance(exc, ChainError | Web3Exception):
+            raise CommandError(f"cannot read the balance on {network}: {_redact(str(exc), rpc_url)}") from None
+        raise
+    known = network_for(network)
+    token = asset or (known.asset if known is not None else "")
+    usdc = known is not None and token.lower() == known.asset.lower()
+    decimals = known.decimals if known is not None and usdc else None
+    amount = _units(atomic, decimals) if decimals is not None else None
+    if args.json:
+        row = {
+            "address": wallet.address,
+            "network": network,
+            "asset": token,
+            "symbol": "USDC" if usdc else None,
+            "decimals": decimals,
+            "atomic": atomic,
+            "amount": amount,
+        }
+        print(json.dumps(row))
+    elif amount is not None:
+        print(f"{amount} USDC ({atomic} atomic) on {network} for {wallet.address}")
+    else:
+        print(f"{atomic} atomic units of {token} on {network} for {wallet.address}")
+    return 0
+
+
+def _units(atomic: int, decimals: int) -> str:
+    """``12345678``, 6 -> ``"12.345678"`` (exact, no float)."""
+    if decimals <= 0:
+        return str(atomic)
+    whole, fraction = divmod(atomic, 10**decimals)
+    return f"{whole}.{fraction:0{decimals}d}"
+
+
+def _redact(message: str, url: str | None) -> str:
+    """Hide an RPC URL's path and query (providers put API keys there) in an error message."""
+    if url:
+        parts = urlsplit(url)
+        secret = parts.path + (f"?{parts.query}" if parts.query else "")
+        if len(secret) > 1:
+            message = message.replace(secret, "/…")
+    return message
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clawrouter", description="One OpenAI-compatible endpoint to many LLMs, paid per call with x402."
@@ -165,6 +284,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hash-key", help="print the SHA-256 digest to put in [auth] api_keys")
     p.add_argument("key")
     p.set_defaults(func=cmd_hash_key)
+
+    p = sub.add_parser(
+        "wallet",
+        help="the agent's payer key: create it, show its address, read its USDC balance",
+        description="The key an agent pays with: $CLAWROUTER_WALLET_KEY, else a key file (mode 0600).",
+    )
+    actions = p.add_subparsers(dest="wallet_command", required=True, metavar="ACTION")
+    path_help = (
+        "key file (default: $CLAWROUTER_WALLET_FILE, else wallet.key in $XDG_CONFIG_HOME/clawrouter "
+        "or ~/.config/clawrouter)"
+    )
+
+    w = actions.add_parser("new", help="create a wallet key file (mode 0600) and print its address, not its key")
+    w.add_argument("--path", metavar="P", help=path_help)
+    w.add_argument("--force", action="store_true", help="replace an existing key file (its key is lost)")
+    w.set_defaults(func=cmd_wallet_new)
+
+    w = actions.add_parser("show", help="print the wallet's address (and, if asked, its private key)")
+    w.add_argument("--path", metavar="P", help=path_help + "; $CLAWROUTER_WALLET_KEY is read first")
+    w.add_argument("--private-key", action="store_true", help="also print the private key (anyone with it can spend)")
+    w.set_defaults(func=cmd_wallet_show)
+
+    w = actions.add_parser("balance", help="print the wallet's USDC balance on a network")
+    w.add_argument("--path", metavar="P", help=path_help + "; $CLAWROUTER_WALLET_KEY is read first")
+    w.add_argument("--network", default="eip155:8453", metavar="CAIP2", help="network (default: eip155:8453, Base)")
+    w.add_argument(
+        "--rpc-url",
+        metavar="URL",
+        help='JSON-RPC endpoint (default: [payments.evm."NETWORK"] rpc_url of --config, else the public one '
+        "of Base / Base Sepolia)",
+    )
+    w.add_argument("--asset", metavar="ADDR", help="token contract (default: the network's USDC)")
+    w.add_argument("--config", metavar="PATH", help="TOML config file to take the network's rpc_url (and asset) from")
+    w.add_argument("--json", action="store_true", help="print JSON")
+    w.set_defaults(func=cmd_wallet_balance)
     return parser
 
 
@@ -174,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
     except ConfigError as exc:
         print(f"clawrouter: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except CommandError as exc:
+        print(f"clawrouter: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a clear message, not a traceback
         from .errors import ClawError

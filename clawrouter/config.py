@@ -37,7 +37,15 @@ __all__ = [
 ]
 
 ENV_PREFIX = "CLAWROUTER_"
-NOT_CONFIG = {"CLAWROUTER_LOAD_PLUGINS", "CLAWROUTER_DISABLE_PLUGINS", "CLAWROUTER_CONFIG", "CLAWROUTER_KEY"}
+NOT_CONFIG = {
+    "CLAWROUTER_LOAD_PLUGINS",
+    "CLAWROUTER_DISABLE_PLUGINS",
+    "CLAWROUTER_CONFIG",
+    "CLAWROUTER_KEY",
+    # the agent-side wallet (clawrouter.wallet), not router configuration
+    "CLAWROUTER_WALLET_KEY",
+    "CLAWROUTER_WALLET_FILE",
+}
 
 
 class ConfigError(ValueError):

@@ -3,23 +3,22 @@
 Starts an in-process EVM chain (eth-tester/py-evm) with the project's test USDC
 (:mod:`clawrouter.evm.localchain`), funds a demo agent wallet, and serves the
 router on 127.0.0.1 with the simulated provider and the ``exact`` EVM rail. The
-agent sends a few chat completions and pays each 402 challenge with an
-EIP-3009 authorization: profiles, an explicit model, a stream, a model that
-fails and falls back, and one that fails outright (not charged). It prints a
-table of what each call cost and which transaction settled it, then reconciles
-the ledger with the chain.
+agent sends a few chat completions through :class:`clawrouter.client.Client`,
+which pays each 402 challenge with an EIP-3009 authorization within its policy
+and verifies the router's receipts: profiles, an explicit model, a stream, a
+model that fails and falls back, and one that fails outright (not charged). It
+prints a table of what each call cost and which transaction settled it, the
+agent's spend, then reconciles the ledger with the chain.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
 
 from .config import load_config
@@ -76,11 +75,10 @@ def run_demo(config_path: str | Path | None = None) -> int:
     except ImportError as exc:
         print(f"clawrouter demo needs the local chain: pip install 'clawrouter[demo]' ({exc})")
         return 2
+    from .client import Client, Policy
     from .evm.networks import EvmNetwork
-    from .evm.pay import pay_exact, payment_header
     from .evm.rail import local_rail
     from .keys import RouterKey
-    from .receipts import decode_receipt_header, verify_receipt
 
     started = time.perf_counter()
     chain = InProcessChain()
@@ -94,48 +92,39 @@ def run_demo(config_path: str | Path | None = None) -> int:
     router = Router(
         config, plugins=[_DemoRails(rail)], env={"CLAWROUTER_KEY": router_key.private_key.hex()}, entry_points=False
     )
+    # the agent's policy: the local chain's token, at most $0.05 a call and $1 for the session
+    policy = Policy(networks=[chain.network], assets={chain.token: 6}, max_per_call="0.05", max_per_session="1.00")
     print(
         f"clawrouter demo: {len(router.catalogue)} simulated models; in-process chain {chain.network} "
         f"({time.perf_counter() - started:.1f} s to start)\n"
-        f"  agent {agent.address} holds {AGENT_FUNDS / 1e6:.2f} USDC; the router pays to {operator.address}\n"
+        f"  agent {agent.address} holds {AGENT_FUNDS / 1e6:.2f} USDC, pays at most $0.05 a call and $1.00 in all;\n"
+        f"  the router pays to {operator.address}\n"
     )
     rows: list[tuple[str, ...]] = []
     failures = 0
-    with BackgroundServer(router.app) as server, httpx.Client(base_url=server.url + "/v1", timeout=60) as client:
+    with (
+        BackgroundServer(router.app) as server,
+        Client(agent, policy, router=router_key.address, base_url=server.url + "/v1", timeout=60) as client,
+    ):
         for model, prompt, stream in PROMPTS:
             body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 64}
             if stream:
                 body["stream"] = True
                 body["stream_options"] = {"include_usage": True}
-            challenge = client.post("/chat/completions", json=body)
-            if challenge.status_code != 402:
-                print(f"expected a 402 challenge, got {challenge.status_code}: {challenge.text[:200]}")
-                return 1
-            accepts = json.loads(base64.b64decode(challenge.headers["payment-required"]))["accepts"][0]
-            headers = {"PAYMENT-SIGNATURE": payment_header(pay_exact(accepts, agent.private_key))}
-            quote = int(accepts["amount"])
-            if stream:
-                with client.stream("POST", "/chat/completions", json=body, headers=headers) as response:
+                with client.stream("POST", "/chat/completions", json=body) as response:
                     text = "".join(response.iter_text())
-                status, answered = response.status_code, response.headers.get("x-clawrouter-model", "-")
-                usage, settlement = _stream_outcome(text)
+                usage = _stream_usage(text)
                 kind = "stream"
             else:
-                response = client.post("/chat/completions", json=body, headers=headers)
-                status, answered, kind = response.status_code, response.headers.get("x-clawrouter-model", "-"), "json"
-                usage = response.json().get("usage", {}) if status == 200 else {}
-                settlement = (
-                    json.loads(base64.b64decode(response.headers["payment-response"]))
-                    if "payment-response" in response.headers
-                    else {}
-                )
-                if "x-clawrouter-receipt" in response.headers:
-                    receipt = decode_receipt_header(response.headers["x-clawrouter-receipt"])
-                    verify_receipt(receipt, body=response.content, router=router_key.address)
+                response = client.post("/chat/completions", json=body)
+                usage = response.json().get("usage", {}) if response.status_code == 200 else {}
+                kind = "json"
+            status, answered = response.status_code, response.headers.get("x-clawrouter-model", "-")
+            record = client.calls[-1]  # the authorization the client signed for this call
             if status != 200:
                 failures += 1
                 answered = f"failed ({status})"
-            charged = int(settlement.get("amount", 0)) if settlement.get("success") else 0
+            settled = record.state == "settled" and record.settlement is not None
             rows.append(
                 (
                     model,
@@ -143,36 +132,32 @@ def run_demo(config_path: str | Path | None = None) -> int:
                     kind,
                     str(usage.get("prompt_tokens", "-")),
                     str(usage.get("completion_tokens", "-")),
-                    f"{quote / 1e6:.6f}",
-                    f"{charged / 1e6:.6f}",
-                    _short(settlement.get("transaction", "")),
+                    f"{record.amount / 1e6:.6f}",
+                    f"{record.amount / 1e6:.6f}" if settled else "0.000000",
+                    _short(record.settlement.transaction if settled and record.settlement else ""),
+                    "verified" if record.receipt is not None and record.receipt_error is None else "-",
                 )
             )
-    header = ("REQUESTED", "ANSWERED BY", "MODE", "IN", "OUT", "QUOTE USDC", "CHARGED", "TRANSACTION")
+        spend = client.spend
+    header = ("REQUESTED", "ANSWERED BY", "MODE", "IN", "OUT", "QUOTE USDC", "CHARGED", "TRANSACTION", "RECEIPT")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print(
+        f"\nagent spend: {spend.paid_calls} paid calls, ${spend.charged} charged, ${spend.open} signed but "
+        "unsettled (a failed call's authorization, void once it expires)"
+    )
     ok = _reconcile(router, chain, agent.address, operator.address)
     print(f"\n{len(rows)} calls ({failures} failed, not charged) served by {server.url}; ledger at {workdir}")
     return 0 if ok else 1
 
 
-def _stream_outcome(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _stream_usage(text: str) -> dict[str, Any]:
     usage: dict[str, Any] = {}
-    settlement: dict[str, Any] = {}
-    event = ""
     for line in text.splitlines():
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: {"):
-            data = json.loads(line[6:])
-            if event == "payment":
-                settlement = data
-            elif not event:
-                usage = data.get("usage") or usage
-        elif not line:
-            event = ""
-    return usage, settlement
+        if line.startswith("data: {"):
+            usage = json.loads(line[6:]).get("usage") or usage
+    return usage
 
 
 def _short(tx: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from typing import Self
 
 from coincurve import PrivateKey
 
@@ -32,19 +33,21 @@ class RouterKey:
     """
 
     __slots__ = ("_key", "address")
+    #: what error messages call the key (a subclass names its own kind)
+    kind = "router key"
 
     def __init__(self, private_key: bytes) -> None:
         if not isinstance(private_key, bytes) or len(private_key) != 32:
-            raise ValueError("a router key is 32 bytes")
+            raise ValueError(f"a {self.kind} is 32 bytes")
         try:
             self._key = PrivateKey(private_key)
         except ValueError:
-            raise ValueError("a router key must be a secp256k1 scalar in [1, n)") from None
+            raise ValueError(f"a {self.kind} must be a secp256k1 scalar in [1, n)") from None
         #: the key's EIP-55 checksummed address
         self.address: str = address_of(self._key)
 
     @classmethod
-    def from_hex(cls, value: str) -> RouterKey:
+    def from_hex(cls, value: str) -> Self:
         """A key from 64 hex digits, with or without ``0x`` (surrounding whitespace ignored)."""
         text = value.strip()
         if text[:2] in ("0x", "0X"):
@@ -55,16 +58,16 @@ class RouterKey:
             raw = b""
         if len(raw) != 32:  # fromhex skips whitespace, so 64 characters may give fewer bytes
             # never echo the value: it is (nearly) a private key
-            raise ValueError("a router key is 64 hex digits (32 bytes), optionally 0x-prefixed")
+            raise ValueError(f"a {cls.kind} is 64 hex digits (32 bytes), optionally 0x-prefixed")
         return cls(raw)
 
     @classmethod
-    def generate(cls) -> RouterKey:
+    def generate(cls) -> Self:
         """A fresh random key (for tests, demos and first runs)."""
         return cls(PrivateKey().secret)
 
     @classmethod
-    def from_env(cls, var: str) -> RouterKey | None:
+    def from_env(cls, var: str) -> Self | None:
         """The key in environment variable ``var``, or ``None`` when it is unset or empty.
 
         A malformed value raises ``ValueError`` naming the variable but not its content.
@@ -96,7 +99,7 @@ class RouterKey:
         return hmac.digest(self._key.secret, label, hashlib.sha256)
 
     def __repr__(self) -> str:
-        return f"RouterKey(address={self.address!r})"
+        return f"{type(self).__name__}(address={self.address!r})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RouterKey):

@@ -35,6 +35,8 @@ __all__ = [
     "VerifiedPayment",
     "decode_payment_header",
     "encode_header",
+    "network_caip2",
+    "network_v1",
     "requirements_v1",
 ]
 
@@ -65,13 +67,24 @@ class PaymentRequirementsV1(Struct, omit_defaults=True):
 
 
 _V1_NETWORKS = {"eip155:8453": "base", "eip155:84532": "base-sepolia"}
+_V1_IDS = {v: k for k, v in _V1_NETWORKS.items()}
+
+
+def network_v1(network: str) -> str:
+    """The x402 v1 name of a CAIP-2 network (``eip155:8453`` -> ``base``); unknown ids unchanged."""
+    return _V1_NETWORKS.get(network, network)
+
+
+def network_caip2(network: str) -> str:
+    """The CAIP-2 id of an x402 v1 network name (``base`` -> ``eip155:8453``); unknown names unchanged."""
+    return _V1_IDS.get(network, network)
 
 
 def requirements_v1(requirements: PaymentRequirements, resource: str) -> PaymentRequirementsV1:
     """The v1 form of ``requirements`` (v1 names Base networks ``base`` / ``base-sepolia``)."""
     return PaymentRequirementsV1(
         requirements.scheme,
-        _V1_NETWORKS.get(requirements.network, requirements.network),
+        network_v1(requirements.network),
         requirements.amount,
         resource,
         requirements.payTo,
@@ -111,7 +124,7 @@ class PaymentPayload(Struct, omit_defaults=True):
         if self.accepted is not None:
             return self.accepted.scheme, self.accepted.network
         if self.scheme and self.network:
-            return self.scheme, _V1_IDS.get(self.network, self.network)
+            return self.scheme, network_caip2(self.network)
         raise BadRequest("payment names no scheme/network", code="invalid_payload")
 
 
@@ -177,7 +190,6 @@ class PaymentRail(Protocol):
         ...
 
 
-_V1_IDS = {v: k for k, v in _V1_NETWORKS.items()}
 _payload_decoder = msgspec.json.Decoder(PaymentPayload)
 _encoder = msgspec.json.Encoder()
 

@@ -70,8 +70,10 @@ def test_demo_runs_end_to_end():
     flaky = next(line for line in table if line.startswith("simulated/flaky"))
     assert flaky.split()[1] == "simulated/eco"  # fell back
     broken = next(line for line in table if line.startswith("simulated/broken")).split()
-    assert broken[1:3] == ["failed", "(502)"] and broken[-2:] == ["0.000000", "-"]  # not charged
+    assert broken[1:3] == ["failed", "(502)"] and broken[-3:] == ["0.000000", "-", "-"]  # not charged
     paid = [line.split() for line in table if "failed" not in line]
-    assert all(row[-1].startswith("0x") and float(row[-2]) > 0 for row in paid)
+    # charged, settled in a transaction, and the router's receipt verified by the agent's client
+    assert all(row[-1] == "verified" and row[-2].startswith("0x") and float(row[-3]) > 0 for row in paid)
+    assert "agent spend: 5 paid calls, $" in result.stdout
     assert "ledger == chain ✓" in result.stdout
     assert "6 calls (1 failed, not charged) served by http://127.0.0.1:" in result.stdout

@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from chains import anvil_chain  # noqa: F401 - a fixture
+from serving import Serve, paid_config
 
 from clawrouter.evm.pay import pay_exact, payment_header
 from clawrouter.keys import RouterKey
@@ -25,70 +21,6 @@ from clawrouter.keys import RouterKey
 pytestmark = pytest.mark.slow
 
 URL = "/v1/chat/completions"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _config(tmp_path: Path, chain, pay_to: str, settlement: str = "before") -> Path:
-    path = tmp_path / "clawrouter.toml"
-    path.write_text(
-        f"""
-[payments]
-pay_to = "{pay_to}"
-networks = ["eip155:84532"]
-settlement = "{settlement}"
-settle_retry_seconds = 0.5
-
-[payments.evm."eip155:84532"]
-rpc_url = "{chain.rpc_url}"
-
-[ledger]
-path = "{tmp_path / "ledger.sqlite3"}"
-"""
-    )
-    return path
-
-
-class Serve:
-    """``clawrouter serve`` in a subprocess on 127.0.0.1, stopped by its pid."""
-
-    def __init__(self, config: Path, key: RouterKey) -> None:
-        self.port = _free_port()
-        env = {**os.environ, "CLAWROUTER_KEY": key.private_key.hex()}
-        command = [sys.executable, "-m", "clawrouter.cli", "serve", "--config", str(config), "--port", str(self.port)]
-        self.proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(self.url + "/-/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                _, err = self.proc.communicate(timeout=10)
-                raise RuntimeError(f"clawrouter serve did not start: {err.decode()[-2000:]}")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 @pytest.fixture
@@ -110,7 +42,7 @@ async def test_official_x402_client_pays_clawrouter_on_anvil(anvil_chain, wallet
     from x402.mechanisms.evm.exact import ExactEvmScheme
 
     router_key, agent, operator = wallets
-    serve = Serve(_config(tmp_path, anvil_chain, operator.address), router_key)
+    serve = Serve(paid_config(tmp_path, anvil_chain, operator.address), router_key)
     try:
         client = x402Client()
         client.register("eip155:*", ExactEvmScheme(signer=Account.from_key(agent.private_key)))
@@ -137,7 +69,7 @@ def test_router_killed_between_response_and_settlement_settles_exactly_once(anvi
     not mined; the router is SIGKILLed; mining resumes; a restarted router finds the
     transaction on chain and records it — one transfer, never two."""
     router_key, agent, operator = wallets
-    config = _config(tmp_path, anvil_chain, operator.address, settlement="deferred")
+    config = paid_config(tmp_path, anvil_chain, operator.address, settlement="deferred")
     w3 = anvil_chain.w3
     serve = Serve(config, router_key)
     try:

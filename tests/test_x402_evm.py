@@ -10,59 +10,25 @@ import time
 
 import httpx
 import msgspec
+import paid_router
 import pytest
+from paid_router import Rails, make_router
 from web3 import Web3
 
-from clawrouter import hookimpl
 from clawrouter.config import load_config
 from clawrouter.evm.eip3009 import sign_authorization
-from clawrouter.evm.localchain import InProcessChain
 from clawrouter.evm.networks import EvmNetwork
 from clawrouter.evm.pay import pay_exact, payment_header
-from clawrouter.evm.rail import local_rail
 from clawrouter.keys import RouterKey
 from clawrouter.receipts import Receipt, decode_receipt_header, verify_receipt
 from clawrouter.router import Router
 
 URL = "/v1/chat/completions"
-FUNDS = 1_000_000
+FUNDS = paid_router.FUNDS
 
 
-class Rails:
-    __name__ = "test_rails"
-
-    def __init__(self, rail):
-        self.rail = rail
-
-    @hookimpl
-    def register_payment_rails(self, config):
-        return [self.rail]
-
-
-@pytest.fixture(scope="module")
-def chain():
-    return InProcessChain()
-
-
-@pytest.fixture
-def wallets(chain):
-    settler, agent, operator = RouterKey.generate(), RouterKey.generate(), RouterKey.generate()
-    chain.fund(settler.address, 0)
-    chain.fund(agent.address, FUNDS)
-    return settler, agent, operator
-
-
-def make_router(chain, wallets, *, simulate=False, settlement="before", extra=None, fail_models=()):
-    settler, _, operator = wallets
-    network = EvmNetwork(chain.network, chain.chain_id, chain.token, "USDC", "2")
-    rail = local_rail(Web3(chain.provider), network, operator.address, settler, simulate=simulate)
-    data = {
-        "ledger": {"backend": "memory"},
-        "payments": {"settlement": settlement, **(extra or {})},
-        "providers": {"simulated": {"kind": "simulated", "fail_models": list(fail_models)}},
-    }
-    env = {"CLAWROUTER_KEY": settler.private_key.hex()}
-    return Router(load_config(data=data, env={}), plugins=[Rails(rail)], env=env, entry_points=False)
+chain = paid_router.chain  # a fixture: one in-process chain per module
+wallets = paid_router.wallets  # a fixture: (settler, agent funded with FUNDS, operator)
 
 
 @pytest.fixture
