@@ -21,10 +21,19 @@ import paid_router
 import pytest
 from paid_router import make_router
 
-from clawrouter.client import AsyncClient, Budget, Client, PaymentError, Policy, PolicyError, ReceiptError
+from clawrouter.client import (
+    AsyncClient,
+    Budget,
+    Client,
+    PaymentError,
+    Policy,
+    PolicyError,
+    ReceiptError,
+    X402Transport,
+)
 from clawrouter.client.payer import Payer, StreamTap, parse_challenge
 from clawrouter.keys import RouterKey
-from clawrouter.payments import PaymentRequired, PaymentRequirements, encode_header
+from clawrouter.payments import PaymentRequired, PaymentRequirements, SettlementResponse, encode_header
 from clawrouter.receipts import verify_receipt
 
 URL = "/v1/chat/completions"
@@ -421,3 +430,27 @@ def test_policy_arguments_are_checked():
     assert Policy(max_per_call=0.1).max_per_call == Decimal("0.1")
     assert Policy().decimals("eip155:8453", "0x833589FCD6EDB6E08F4C7C32D4F71B54BDA02913") == 6
     assert Policy(max_per_call=None).max_per_call is None
+
+
+def test_a_long_session_keeps_recent_records_and_exact_totals(chain, wallets):
+    """``history`` bounds the records kept; the totals still count every payment, and nothing is reused."""
+    _, agent, _ = wallets
+    domain = {"name": "USDC", "version": "2"}
+    offer = PaymentRequirements("exact", chain.network, "1500", chain.token, _other(), 60, domain)
+    settled = encode_header(SettlementResponse(True, chain.network, "0x" + "cd" * 32, agent.address)).decode()
+    nonces: set[str] = set()
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if "payment-signature" not in request.headers:
+            return _challenge_response([offer])
+        payment = json.loads(base64.b64decode(request.headers["payment-signature"]))
+        nonces.add(payment["payload"]["authorization"]["nonce"])
+        return httpx.Response(200, headers={"payment-response": settled}, json={"ok": True})
+
+    payer = Payer(agent, policy_for(chain, max_per_session=None), history=10)
+    with httpx.Client(transport=X402Transport(payer=payer, transport=httpx.MockTransport(server))) as client:
+        for _ in range(25):
+            assert client.post("http://paid.test/", json={"same": "body"}).status_code == 200
+    assert len(nonces) == 25 and len(payer.calls) == 10
+    spend = payer.spend
+    assert spend.paid_calls == 25 and spend.charged == spend.authorized == Decimal("0.0375") and spend.open == 0

@@ -26,6 +26,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -45,7 +46,7 @@ from ..payments import (
     network_v1,
 )
 from ..receipts import Receipt, ReceiptError, decode_receipt_header, verify_receipt
-from .policy import Budget, Exposure, PaymentError, Policy, PolicyError, State, exposure, to_usd
+from .policy import Budget, Exposure, PaymentError, Policy, PolicyError, State, Tally, to_usd
 
 __all__ = [
     "CallRecord",
@@ -259,6 +260,7 @@ class Payer:
         signers: Iterable[PaymentSigner] | None = None,
         router: str | None = None,
         require_receipt: bool = False,
+        history: int = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.policy = policy if policy is not None else Policy()
@@ -273,39 +275,46 @@ class Payer:
         self.router = router
         self.require_receipt = require_receipt
         self.clock = clock
-        self.calls: list[CallRecord] = []
+        #: the latest ``history`` authorizations (the totals in :attr:`spend` cover all of them)
+        self.calls: deque[CallRecord] = deque(maxlen=history)
         self.requests = 0
         self.refused = 0
-        self._lock = threading.Lock()
+        self._tally = Tally()  # this session's exposure
+        self._open: dict[str, CallRecord] = {}  # not settled, may be reused
+        self._authorized = Decimal(0)
+        self._paid = 0
+        self._lock = threading.RLock()
 
     # -- accounting -----------------------------------------------------------
 
     @property
     def spend(self) -> Spend:
-        now = self.clock()
         with self._lock:
-            records = list(self.calls)
-            requests, refused = self.requests, self.refused
-        charged = sum((r.charged for r in records), Decimal(0))
-        total = exposure((self._exposure(r) for r in records), now)
-        return Spend(
-            calls=requests,
-            paid_calls=sum(1 for r in records if r.state == "settled"),
-            authorized=sum((r.usd for r in records), Decimal(0)),
-            charged=charged,
-            open=total - charged,
-            refused=refused,
-        )
+            total = self._tally.total(self.clock())
+            return Spend(
+                calls=self.requests,
+                paid_calls=self._paid,
+                authorized=self._authorized,
+                charged=self._tally.settled,
+                open=total - self._tally.settled,
+                refused=self.refused,
+            )
 
     @staticmethod
     def _exposure(record: CallRecord) -> Exposure:
         return Exposure(record.id, record.usd, record.expires, record.state)
 
     def _set_state(self, record: CallRecord, state: State) -> None:
-        if record.state == state or record.state == "settled":
-            return  # settled is final
-        record.state = state
-        self.budget.update(self._exposure(record))
+        with self._lock:
+            if record.state == state or record.state == "settled":
+                return  # settled is final
+            record.state = state
+            entry = self._exposure(record)
+            self._tally.apply(entry)
+            if state == "settled":
+                self._open.pop(record.id, None)
+                self._paid += 1
+            self.budget.update(entry)
 
     # -- the flow -------------------------------------------------------------
 
@@ -318,18 +327,13 @@ class Payer:
         key = _request_key(method, url, body)
         deadline = self.clock() + REUSE_MARGIN
         with self._lock:
-            for record in reversed(self.calls):
-                if (
-                    record.key == key
-                    and record.in_flight == 0
-                    and record.state in ("pending", "unsettled")
-                    and record.expires > deadline
-                ):
+            for record in list(self._open.values()):
+                if record.expires <= self.clock() and record.state == "unsettled":
+                    del self._open[record.id]  # void: can be neither settled nor reused
+                elif record.key == key and record.in_flight == 0 and record.expires > deadline:
                     record.in_flight += 1
                     record.attempts += 1
-                    if record.state == "unsettled":  # in the server's hands again
-                        record.state = "pending"
-                        self.budget.update(self._exposure(record))
+                    self._set_state(record, "pending")  # in the server's hands again
                     return record
         return None
 
@@ -404,7 +408,7 @@ class Payer:
             in_flight=1,
         )
         with self._lock:
-            session = exposure((self._exposure(r) for r in self.calls), self.clock())
+            session = self._tally.total(self.clock())
             if policy.max_per_session is not None and session + usd > policy.max_per_session:
                 self.refused += 1
                 raise PolicyError(
@@ -424,6 +428,9 @@ class Payer:
                 self.budget.update(self._exposure(record))
                 raise
             self.budget.update(self._exposure(record))
+            self._tally.apply(self._exposure(record))
+            self._authorized += usd
+            self._open[record.id] = record
             record.header = (
                 "X-PAYMENT" if challenge.version == 1 else "PAYMENT-SIGNATURE",
                 encode_header(payment).decode(),

@@ -39,7 +39,7 @@ import msgspec
 
 from ..evm.networks import NETWORKS
 
-__all__ = ["Budget", "PaymentError", "Policy", "PolicyError", "State", "to_usd"]
+__all__ = ["Budget", "Exposure", "PaymentError", "Policy", "PolicyError", "State", "Tally", "to_usd"]
 
 State = Literal["pending", "settled", "unsettled"]
 
@@ -174,18 +174,33 @@ class Exposure:
     state: State = "pending"
     charged: Decimal | None = None  # when settled
 
-    def counted(self, now: float) -> Decimal:
-        if self.state == "settled":
-            return self.usd if self.charged is None else self.charged
-        if self.state == "unsettled" and now >= self.expires:
-            return Decimal(0)
-        return self.usd
 
+class Tally:
+    """Exposures summed as they change: settled amounts in a running total, the rest kept open.
 
-def exposure(entries: Iterable[Exposure], now: float | None = None) -> Decimal:
-    """What ``entries`` count against a cap at ``now``."""
-    at = time.time() if now is None else now
-    return sum((e.counted(at) for e in entries), Decimal(0))
+    An entry's state moves ``pending`` ⇄ ``unsettled`` → ``settled`` (final);
+    :meth:`apply` takes each new state of an entry once. An unsettled entry
+    past its expiry is dropped the next time :meth:`total` runs, so the cost of
+    a total is the number of authorizations still open, not of all ever signed.
+    """
+
+    def __init__(self) -> None:
+        self.settled = Decimal(0)
+        self.open: dict[str, Exposure] = {}
+
+    def apply(self, entry: Exposure) -> None:
+        if entry.state == "settled":  # final: a writer records it once per entry
+            self.open.pop(entry.id, None)
+            self.settled += entry.usd if entry.charged is None else entry.charged
+        else:
+            self.open[entry.id] = Exposure(entry.id, entry.usd, entry.expires, entry.state)
+
+    def total(self, now: float | None = None) -> Decimal:
+        at = time.time() if now is None else now
+        expired = [k for k, e in self.open.items() if e.state == "unsettled" and at >= e.expires]
+        for key in expired:
+            del self.open[key]
+        return self.settled + sum((e.usd for e in self.open.values()), Decimal(0))
 
 
 class _Line(msgspec.Struct, omit_defaults=True):
@@ -208,7 +223,7 @@ class Budget:
     def __init__(self, max_total: str | Decimal | int | float | None = None, *, path: str | Path | None = None) -> None:
         self.max_total = _usd(max_total, "max_total")
         self.path = Path(path).expanduser() if path is not None else None
-        self._entries: dict[str, Exposure] = {}
+        self._tally = Tally()
         self._offset = 0
         self._lock = threading.Lock()
 
@@ -216,7 +231,7 @@ class Budget:
         """The total exposure now (settled, pending and not-yet-expired unsettled authorizations)."""
         with self._lock, self._file() as fd:
             self._read(fd)
-            return exposure(self._entries.values(), now)
+            return self._tally.total(now)
 
     def reserve(self, entry: Exposure, cap: Decimal | None = None) -> None:
         """Count ``entry``, or raise :class:`PolicyError` if it would take the total over
@@ -226,7 +241,7 @@ class Budget:
             self._read(fd)
             if caps:
                 limit = min(caps)
-                spent = exposure(self._entries.values())
+                spent = self._tally.total()
                 if spent + entry.usd > limit:
                     raise PolicyError(
                         f"paying ${entry.usd} would take the total spent to ${spent + entry.usd}, over the "
@@ -283,12 +298,11 @@ class Budget:
                 entry.charged = Decimal(line.charged) if line.charged is not None else None
             except (msgspec.DecodeError, InvalidOperation, ValueError):
                 continue  # a damaged line is skipped, not fatal
-            self._entries[entry.id] = entry
+            self._tally.apply(entry)
         self._offset += end
 
     def _write(self, fd: int | None, entry: Exposure) -> None:
-        copy = Exposure(entry.id, entry.usd, entry.expires, entry.state, entry.charged)
-        self._entries[entry.id] = copy
+        self._tally.apply(entry)
         if fd is None:
             return
         line = _Line(
