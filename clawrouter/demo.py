@@ -135,7 +135,7 @@ def run_demo(config_path: str | Path | None = None) -> int:
                     f"{record.amount / 1e6:.6f}",
                     f"{record.amount / 1e6:.6f}" if settled else "0.000000",
                     _short(record.settlement.transaction if settled and record.settlement else ""),
-                    "verified" if record.receipt is not None and record.receipt_error is None else "-",
+                    "verified" if record.verified else "-",
                 )
             )
         spend = client.spend

@@ -58,7 +58,7 @@ def main(base_url: str = BASE_URL, wallet: Wallet | None = None, policy: Policy 
         print(f"spent ${spend.charged} on {spend.paid_calls} calls; ${spend.open} signed but not settled")
         for record in http.calls:
             receipt = record.receipt
-            status = "verified" if receipt is not None and record.receipt_error is None else record.receipt_error
+            status = "verified" if record.verified else (record.receipt_error or "none")
             model = receipt.model if receipt is not None else "-"
             print(f"  {record.state:9} ${record.usd} {model} tx={record.settlement and record.settlement.transaction}")
             print(f"            receipt: {status}")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import stat
+import time
 from decimal import Decimal
 
 import httpx
@@ -79,6 +81,9 @@ class Wire(httpx.AsyncBaseTransport):
         if fault == "lose":
             await response.aread()
             raise httpx.ReadTimeout("timed out", request=request)
+        if fault == "cut":  # the answer's headers arrive, its body is cut off half way
+            content = await response.aread()
+            return httpx.Response(response.status_code, headers=response.headers, stream=_Cut(content, request))
         headers = response.headers.copy()
         if self.v1_only and response.status_code == 402:
             del headers["payment-required"]
@@ -86,6 +91,15 @@ class Wire(httpx.AsyncBaseTransport):
         if self.mangle is not None and response.status_code == 200:
             content = self.mangle(content)
         return httpx.Response(response.status_code, headers=headers, content=content)
+
+
+class _Cut(httpx.AsyncByteStream):
+    def __init__(self, content: bytes, request: httpx.Request) -> None:
+        self.content, self.request = content, request
+
+    async def __aiter__(self):
+        yield self.content[: len(self.content) // 2]
+        raise httpx.ReadError("connection reset", request=self.request)
 
 
 def _payment(headers) -> bool:
@@ -124,7 +138,7 @@ async def test_pays_a_402_once_and_verifies_the_router_receipt(chain, wallets, r
     assert chain.usdc_balance(agent.address) == FUNDS - charged
     assert len(wire.sent) == 2 and not _payment(wire.sent[0]) and len(wire.paid()) == 1  # unpaid, then paid once
     assert record.state == "settled" and record.attempts == 1 and record.settlement.success
-    assert record.receipt is not None and record.receipt_error is None
+    assert record.receipt is not None and record.receipt_error is None and record.verified
     assert record.receipt.transaction == record.settlement.transaction
     verify_receipt(record.receipt, router=settler.address, body=response.content)
     usd = Decimal(charged).scaleb(-6)
@@ -142,7 +156,7 @@ async def test_stream_payment_events_are_taken_out_and_the_stream_receipt_verifi
     assert "event: payment" not in text and "event: receipt" not in text
     assert text.endswith("data: [DONE]\n\n") and text.count("data: {") >= 2
     [record] = client.calls
-    assert record.state == "settled" and record.settlement.success and record.receipt_error is None
+    assert record.state == "settled" and record.settlement.success and record.verified
     assert chain.usdc_balance(operator.address) == record.amount
     # the receipt's digest is the stream as received, up to where the trailer was
     body = text[: text.rindex("data: [DONE]")].encode()
@@ -340,6 +354,48 @@ async def test_a_retry_after_a_lost_response_does_not_pay_again(chain, wallets, 
     assert chain.usdc_balance(agent.address) == FUNDS - record.amount
 
 
+async def test_a_v1_retry_after_a_lost_response_does_not_pay_again(chain, wallets, router):
+    """A v1 server says "already used" in the 402 body only."""
+    _, agent, operator = wallets
+    wire = Wire(router.app, faults=["lose"], v1_only=True)
+    async with client_for(router, agent, policy_for(chain), wire) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(URL, json=chat())
+        with pytest.raises(PaymentError) as caught:
+            await client.post(URL, json=chat())
+    assert caught.value.reason == "already_settled" and len(set(wire.paid())) == 1
+    [record] = client.calls
+    assert record.state == "settled" and chain.usdc_balance(operator.address) == record.amount
+
+
+async def test_a_retry_after_a_settled_answer_was_cut_off_does_not_pay_again(chain, wallets, router):
+    _, agent, operator = wallets
+    wire = Wire(router.app, faults=["cut"])
+    async with client_for(router, agent, policy_for(chain), wire) as client:
+        with pytest.raises(httpx.ReadError):
+            await client.post(URL, json=chat())
+        with pytest.raises(PaymentError) as caught:
+            await client.post(URL, json=chat())
+        assert caught.value.reason == "already_settled" and "cut off" in str(caught.value)
+        assert (await client.post(URL, json=chat("a different request"))).status_code == 200
+    assert len(wire.paid()) == 2  # the cut one, and the different request: never the retry
+    assert chain.usdc_balance(operator.address) == sum(r.amount for r in client.calls)
+
+
+async def test_no_new_authorization_while_a_lost_one_is_about_to_expire(chain, wallets, router):
+    _, agent, operator = wallets
+    wire = Wire(router.app, faults=["refuse"])
+    async with client_for(router, agent, policy_for(chain), wire) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.post(URL, json=chat())
+        [record] = client.calls
+        client.payer.clock = lambda: record.expires - 5  # too little time left to send it again
+        with pytest.raises(PaymentError) as caught:
+            await client.post(URL, json=chat())
+        assert caught.value.reason == "previous_attempt_unresolved" and len(client.calls) == 1
+    assert len(wire.paid()) == 1 and chain.usdc_balance(operator.address) == 0
+
+
 async def test_a_failed_call_is_retried_with_the_same_authorization_and_costs_nothing(chain, wallets):
     _, agent, operator = wallets
     router = make_router(chain, wallets, fail_models=["simulated/eco"])
@@ -397,27 +453,57 @@ async def test_a_receipt_from_another_router_key_is_reported(chain, wallets, rou
     assert "expected" in client.calls[0].receipt_error
 
 
-def test_the_stream_tap_finds_the_trailer_across_any_chunking():
-    key = RouterKey.generate()
-    payer = Payer(key)
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+def test_the_stream_tap_finds_the_trailer_across_any_chunking(eol):
     from clawrouter.client.payer import CallRecord
 
+    payer = Payer(RouterKey.generate())
     requirements = PaymentRequirements("exact", "eip155:8453", "5", "0xA", "0xB", 60)
-    body = b'data: {"a": 1}\n\ndata: {"b": 2}\n\n'
+    body = b'data: {"a": 1}\n\ndata: {"b": 2}\n\n'.replace(b"\n", eol)
     trailer = (
         b'event: payment\ndata: {"success":true,"network":"eip155:8453","transaction":"0x1"}\n\n'
-        b"event: receipt\ndata: {}\n\n"
-    )
-    stream = body + trailer + b"data: [DONE]\n\n"
+        b"event:receipt\ndata: {}\n\n"
+    ).replace(b"\n", eol)
+    stream = body + trailer + b"data: [DONE]\n\n".replace(b"\n", eol)
     for size in (1, 3, 7, len(stream)):
         record = CallRecord("id", "POST", "u", "exact", "eip155:8453", "0xA", "0xB", 5, Decimal(5), 2**40, requirements)
         tap = StreamTap(payer, record, sse=True)
         out = b"".join(tap.feed(stream[i : i + size]) for i in range(0, len(stream), size))
+        if size < len(stream):
+            assert out.startswith(body)  # events are handed on as they complete, not at the end
         out += tap.finish()
-        assert out == body + b"data: [DONE]\n\n"
+        assert out == body + b"data: [DONE]\n\n".replace(b"\n", eol)
         assert record.state == "settled" and record.settlement.transaction == "0x1"
-        assert tap.digest.hexdigest() == __import__("hashlib").sha256(body).hexdigest()
-        assert "malformed event: receipt" in record.receipt_error
+        assert tap.digest.hexdigest() == hashlib.sha256(body).hexdigest()
+        assert "malformed event: receipt" in record.receipt_error and not record.verified
+
+
+def test_a_stream_that_ends_without_its_payment_trailer_was_not_settled():
+    from clawrouter.client.payer import CallRecord
+
+    payer = Payer(RouterKey.generate())
+    requirements = PaymentRequirements("exact", "eip155:8453", "5", "0xA", "0xB", 60)
+    record = CallRecord("id", "POST", "u", "exact", "eip155:8453", "0xA", "0xB", 5, Decimal(5), 2**40, requirements)
+    tap = StreamTap(payer, record, sse=True)
+    tap.feed(b'data: {"error": {"message": "upstream failed"}}\n\n')
+    tap.finish()
+    assert record.state == "unsettled"
+
+
+def test_budget_reads_are_pure_and_a_torn_line_loses_nothing(tmp_path):
+    from clawrouter.client.policy import Exposure
+
+    path = tmp_path / "spend.jsonl"
+    budget = Budget("1.00", path=path)
+    live = Exposure("a", Decimal("0.90"), int(time.time()) + 300, "unsettled")
+    budget.reserve(live)
+    assert budget.spent(now=time.time() + 3600) == 0  # a projection past its expiry...
+    with pytest.raises(PolicyError):  # ...does not forget it now
+        budget.reserve(Exposure("b", Decimal("0.20"), int(time.time()) + 300))
+    with path.open("ab") as f:
+        f.write(b'{"id":"torn","usd":"0.0')  # a writer died mid-line
+    budget.reserve(Exposure("c", Decimal("0.05"), int(time.time()) + 300))
+    assert Budget("1.00", path=path).spent() == Decimal("0.95")  # another reader sees every whole line
 
 
 def test_policy_arguments_are_checked():

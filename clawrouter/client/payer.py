@@ -23,6 +23,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import re
 import secrets
 import threading
 import time
@@ -30,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -46,7 +47,7 @@ from ..payments import (
     network_v1,
 )
 from ..receipts import Receipt, ReceiptError, decode_receipt_header, verify_receipt
-from .policy import Budget, Exposure, PaymentError, Policy, PolicyError, State, Tally, to_usd
+from .policy import Budget, Exposure, PaymentError, Policy, PolicyError, State, Tally, process_budget, to_usd
 
 __all__ = [
     "CallRecord",
@@ -189,8 +190,9 @@ class CallRecord:
     ``state``: ``pending`` (sent; no answer yet, or the answer was lost),
     ``settled`` (the server reported settlement), ``unsettled`` (the server
     answered without settling: nothing was charged). ``attempts`` counts the
-    requests that carried it; ``receipt_error`` says why a receipt did not
-    verify (``None`` when it did, or when the server sends none).
+    requests that carried it; ``verified`` is true once the receipt checked
+    out, and ``receipt_error`` says why it did not (``None`` when it did, or
+    when the server sends none).
     """
 
     id: str  # the client's id for it (random)
@@ -213,6 +215,7 @@ class CallRecord:
     settlement: SettlementResponse | None = None
     receipt: Receipt | None = None
     receipt_error: str | None = None
+    verified: bool = False  # the receipt was checked and is good
     created: float = field(default_factory=time.time)
     key: bytes = b""
     in_flight: int = 0
@@ -264,7 +267,7 @@ class Payer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.policy = policy if policy is not None else Policy()
-        self.budget = budget if budget is not None else Budget()
+        self.budget = budget if budget is not None else process_budget()
         chosen = list(signers) if signers is not None else []
         if wallet is not None:
             chosen.append(EvmExactSigner(wallet))
@@ -281,22 +284,30 @@ class Payer:
         self.refused = 0
         self._tally = Tally()  # this session's exposure
         self._open: dict[str, CallRecord] = {}  # not settled, may be reused
+        self._undelivered: dict[bytes, CallRecord] = {}  # settled, body not (yet) fully received
         self._authorized = Decimal(0)
         self._paid = 0
         self._lock = threading.RLock()
 
     # -- accounting -----------------------------------------------------------
 
+    def records(self) -> list[CallRecord]:
+        """A snapshot of :attr:`calls` (safe while other threads pay)."""
+        with self._lock:
+            return list(self.calls)
+
     @property
     def spend(self) -> Spend:
         with self._lock:
-            total = self._tally.total(self.clock())
+            now = self.clock()
+            self._tally.prune(now)
+            total = self._tally.total(now)
             return Spend(
                 calls=self.requests,
                 paid_calls=self._paid,
                 authorized=self._authorized,
-                charged=self._tally.settled,
-                open=total - self._tally.settled,
+                charged=self._tally.settled + self._tally.unknown,
+                open=total - self._tally.settled - self._tally.unknown,
                 refused=self.refused,
             )
 
@@ -323,18 +334,43 @@ class Payer:
             self.requests += 1
 
     def reusable(self, method: str, url: str, body: bytes) -> CallRecord | None:
-        """An authorization signed for this same request that may be sent again, marked in flight."""
+        """An authorization signed for this same request that may be sent again, marked in flight.
+
+        While an earlier attempt's authorization could still be settled, a new
+        one is never signed for the same request: it is reused if it has
+        :data:`REUSE_MARGIN` seconds to live, and otherwise :class:`PaymentError`
+        is raised (``previous_attempt_unresolved``; or ``already_settled`` when
+        it was settled and its response cut off).
+        """
         key = _request_key(method, url, body)
-        deadline = self.clock() + REUSE_MARGIN
+        now = self.clock()
         with self._lock:
             for record in list(self._open.values()):
-                if record.expires <= self.clock() and record.state == "unsettled":
-                    del self._open[record.id]  # void: can be neither settled nor reused
-                elif record.key == key and record.in_flight == 0 and record.expires > deadline:
-                    record.in_flight += 1
-                    record.attempts += 1
-                    self._set_state(record, "pending")  # in the server's hands again
-                    return record
+                if record.expires <= now:
+                    del self._open[record.id]  # can be neither settled nor reused any more
+                elif record.key == key and record.in_flight == 0:
+                    if record.expires > now + REUSE_MARGIN:
+                        record.in_flight += 1
+                        record.attempts += 1
+                        self._set_state(record, "pending")  # in the server's hands again
+                        return record
+                    if record.state == "pending":
+                        raise PaymentError(
+                            f"an earlier attempt at this request carried a payment (${record.usd} on "
+                            f"{record.network}) whose outcome is unknown and which expires in "
+                            f"{record.expires - now:.0f} s, too soon to send again; not paying a second time. "
+                            "Retry after it expires.",
+                            reason="previous_attempt_unresolved",
+                        )
+            for k, record in list(self._undelivered.items()):
+                if record.expires <= now:
+                    del self._undelivered[k]
+                elif k == key and record.in_flight == 0:
+                    raise PaymentError(
+                        f"this request's payment (${record.usd} on {record.network}) was settled, but its "
+                        "response was cut off; not paying again",
+                        reason="already_settled",
+                    )
         return None
 
     def pay(self, method: str, url: str, body: bytes, challenge: Challenge) -> CallRecord:
@@ -440,46 +476,61 @@ class Payer:
 
     def lost(self, record: CallRecord) -> None:
         """The request carrying ``record`` failed without an answer: it may have been settled; keep it reusable."""
+        self.done(record)
+
+    def done(self, record: CallRecord) -> None:
+        """An attempt carrying ``record`` is over (answered and its body read or dropped, or lost)."""
         with self._lock:
             record.in_flight -= 1
 
-    def answered(self, record: CallRecord, status: int, headers: Mapping[str, str]) -> bool:
-        """Observe the response to a paid request (status and headers; the body goes through a :class:`StreamTap`).
+    def delivered(self, record: CallRecord) -> None:
+        """The paid response's body arrived whole."""
+        with self._lock:
+            self._undelivered.pop(record.key, None)
 
-        Returns whether the server refused the authorization as already used:
-        an earlier attempt carrying it was settled and its answer is lost.
+    def answered(self, record: CallRecord, status: int, headers: Mapping[str, str], body: bytes = b"") -> bool:
+        """Observe the response to a paid request: status, headers, and the body of a 402.
+
+        The attempt stays in flight until :meth:`done` (after the body). Returns
+        whether the server refused the authorization as already used: an
+        earlier attempt carrying it was settled and its answer is lost.
         """
-        lost_answer = False
-        with self._lock:
-            record.in_flight -= 1
-            record.status = status
         settlement = _settlement(headers)
-        if settlement is not None:
-            record.settlement = settlement
-        if status < 400 and settlement is not None and settlement.success:
-            self._set_state(record, "settled")
-        elif status == 402 and _already_used(headers, settlement):
-            # a lost earlier attempt carrying this authorization was settled; the answer to it is gone
-            self._set_state(record, "settled")
-            lost_answer = True
-        elif status == 409:
-            pass  # another request carrying it is still being served: it stays pending
-        elif status < 400 and settlement is None:
-            # a 2xx without a settlement header: a stream (settled in-band) or a server that does not say
-            pass
-        else:
-            self._set_state(record, "unsettled")
+        receipt: Receipt | None = None
+        receipt_error: str | None = None
         value = headers.get("x-clawrouter-receipt")
         if value:
             try:
-                record.receipt = decode_receipt_header(value)
+                receipt = decode_receipt_header(value)
             except ReceiptError as exc:
-                record.receipt_error = str(exc)
+                receipt_error = str(exc)
+        lost_answer = status == 402 and _already_used(headers, settlement, body)
+        with self._lock:
+            record.status = status
+            if settlement is not None:
+                record.settlement = settlement
+            record.receipt, record.receipt_error = receipt, receipt_error
+            if status < 400 and settlement is not None and settlement.success:
+                self._set_state(record, "settled")
+                self._undelivered[record.key] = record
+            elif lost_answer:
+                # a lost earlier attempt carrying this authorization was settled; the answer to it is gone
+                self._set_state(record, "settled")
+            elif status == 409:
+                pass  # another request carrying it is still being served: it stays pending
+            elif status < 400 and settlement is None:
+                pass  # a stream (settled in-band) or a server that does not say: pending
+            else:
+                self._set_state(record, "unsettled")
         return lost_answer
 
     def settled_in_stream(self, record: CallRecord, settlement: SettlementResponse) -> None:
         record.settlement = settlement
         self._set_state(record, "settled" if settlement.success else "unsettled")
+
+    def unsettled(self, record: CallRecord) -> None:
+        """The server's answer is complete and settled nothing."""
+        self._set_state(record, "unsettled")
 
     def check_receipt(self, record: CallRecord, body_digest: str) -> None:
         """Verify ``record.receipt`` against the router key, the payment and the body's SHA-256.
@@ -495,7 +546,7 @@ class Payer:
             try:
                 verify_receipt(receipt, router=self.router)
                 _check_matches(record, receipt, body_digest)
-                record.receipt_error = None
+                record.receipt_error, record.verified = None, True
             except ReceiptError as exc:
                 record.receipt_error = str(exc)
         if record.receipt_error is not None:
@@ -535,17 +586,40 @@ def _settlement(headers: Mapping[str, str]) -> SettlementResponse | None:
         return None
 
 
-def _already_used(headers: Mapping[str, str], settlement: SettlementResponse | None) -> bool:
+def _already_used(headers: Mapping[str, str], settlement: SettlementResponse | None, body: bytes) -> bool:
+    """Whether a 402 says the payment's nonce was used: in the settlement, the v2 header, or a v1 body."""
     if settlement is not None and settlement.errorReason and "nonce_already_used" in settlement.errorReason:
         return True
-    value = headers.get("payment-required")
-    if not value:
-        return False
-    try:
-        document: dict[str, Any] = msgspec.json.decode(base64.b64decode(value))
-    except (ValueError, binascii.Error, msgspec.DecodeError):
-        return False
-    return "nonce_already_used" in str(document.get("error", ""))
+    for raw in (headers.get("payment-required"), body):
+        if not raw:
+            continue
+        try:
+            document = msgspec.json.decode(base64.b64decode(raw) if isinstance(raw, str) else raw)
+        except (ValueError, binascii.Error, msgspec.DecodeError):
+            continue
+        if isinstance(document, dict) and "nonce_already_used" in str(document.get("error", "")):
+            return True
+    return False
+
+
+_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_LINE = re.compile(rb"\r\n|\n|\r")
+#: an event this long with no end is not one we need to look inside: it is passed on as it comes
+_MAX_EVENT_BYTES = 1 << 20
+
+
+def _sse_fields(event: bytes) -> tuple[bytes, bytes]:
+    """The ``event`` name and the joined ``data`` of one SSE event (the spec's field parsing)."""
+    name, data = b"", []
+    for line in _LINE.split(event):
+        field, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if field == b"event":
+            name = value
+        elif field == b"data":
+            data.append(value)
+    return name, b"\n".join(data)
 
 
 class StreamTap:
@@ -554,7 +628,9 @@ class StreamTap:
     Hashes the body; for an SSE stream, removes the router's final
     ``event: payment`` and ``event: receipt`` events (an OpenAI client would
     otherwise parse them as chunks), records them, and hashes only the bytes
-    before them — the digest the router signed. :meth:`finish` verifies.
+    before them — the digest the router signed. The receipt is checked as
+    soon as it arrives (a caller may stop reading at ``data: [DONE]``), else
+    at the end of the body (:meth:`finish`).
     """
 
     def __init__(self, payer: Payer, record: CallRecord, sse: bool) -> None:
@@ -564,48 +640,71 @@ class StreamTap:
         self.digest = hashlib.sha256()
         self.buffer = b""
         self.trailer = False  # past the payment event
+        self.checked = False
         self.done = False
 
     def feed(self, chunk: bytes) -> bytes:
-        """The part of ``chunk`` to hand on."""
+        """The part of ``chunk`` to hand on (may raise :class:`ReceiptError` with ``require_receipt``)."""
         if not self.sse:
             self.digest.update(chunk)
             return chunk
         self.buffer += chunk
         out = []
         while True:
-            end = self.buffer.find(b"\n\n")
-            if end < 0:
+            match = _BOUNDARY.search(self.buffer)
+            if match is None:
+                if len(self.buffer) > _MAX_EVENT_BYTES:
+                    out.append(self._pass(self.buffer))
+                    self.buffer = b""
                 break
-            event, self.buffer = self.buffer[: end + 2], self.buffer[end + 2 :]
-            if event.startswith(b"event: payment\n") or event.startswith(b"event: receipt\n"):
-                self._trailer_event(event)
-                continue
-            if not self.trailer:
-                self.digest.update(event)
-            out.append(event)
+            event, self.buffer = self.buffer[: match.end()], self.buffer[match.end() :]
+            name, data = _sse_fields(event)
+            if name in (b"payment", b"receipt"):
+                self._trailer_event(name, data)
+            else:
+                out.append(self._pass(event))
         return b"".join(out)
 
-    def _trailer_event(self, event: bytes) -> None:
+    def _pass(self, data: bytes) -> bytes:
+        if not self.trailer:
+            self.digest.update(data)
+        return data
+
+    def _trailer_event(self, name: bytes, data: bytes) -> None:
         self.trailer = True
-        name, _, rest = event.partition(b"\n")
-        data = b"".join(line[6:] for line in rest.split(b"\n") if line.startswith(b"data: "))
         try:
-            if name == b"event: payment":
+            if name == b"payment":
                 self.payer.settled_in_stream(self.record, msgspec.json.decode(data, type=SettlementResponse))
-            else:
-                self.record.receipt = msgspec.json.decode(data, type=Receipt)
+                return
+            self.record.receipt = msgspec.json.decode(data, type=Receipt)
         except msgspec.DecodeError as exc:
-            self.record.receipt_error = f"malformed {name.decode()} event: {exc}"
+            self.record.receipt_error = f"malformed event: {name.decode(errors='replace')}: {exc}"
+            if name == b"payment":
+                return
+        self._check()
+
+    def _check(self) -> None:
+        if not self.checked:
+            self.checked = True
+            self.payer.check_receipt(self.record, self.digest.hexdigest())
 
     def finish(self) -> bytes:
-        """The end of the body: what remains to hand on; verifies the receipt (may raise :class:`ReceiptError`)."""
+        """The body ended: what remains to hand on; verifies the receipt if not done yet (may raise)."""
         if self.done:
             return b""
-        self.done = True
         rest, self.buffer = self.buffer, b""
-        if self.sse and not self.trailer:
-            self.digest.update(rest)
+        rest = self._pass(rest) if rest else b""
+        if self.sse and not self.trailer and self.record.state == "pending":
+            # a clawrouter stream that ends without its payment trailer was not settled (an in-band error)
+            self.payer.unsettled(self.record)
+        self.payer.delivered(self.record)
+        self.close()
         if self.record.state == "settled" or self.record.receipt is not None:
-            self.payer.check_receipt(self.record, self.digest.hexdigest())
+            self._check()
         return rest
+
+    def close(self) -> None:
+        """The caller is done with the body (read or not): the attempt is over."""
+        if not self.done:
+            self.done = True
+            self.payer.done(self.record)

@@ -39,7 +39,17 @@ import msgspec
 
 from ..evm.networks import NETWORKS
 
-__all__ = ["Budget", "Exposure", "PaymentError", "Policy", "PolicyError", "State", "Tally", "to_usd"]
+__all__ = [
+    "Budget",
+    "Exposure",
+    "PaymentError",
+    "Policy",
+    "PolicyError",
+    "State",
+    "Tally",
+    "process_budget",
+    "to_usd",
+]
 
 State = Literal["pending", "settled", "unsettled"]
 
@@ -179,13 +189,15 @@ class Tally:
     """Exposures summed as they change: settled amounts in a running total, the rest kept open.
 
     An entry's state moves ``pending`` ⇄ ``unsettled`` → ``settled`` (final);
-    :meth:`apply` takes each new state of an entry once. An unsettled entry
-    past its expiry is dropped the next time :meth:`total` runs, so the cost of
-    a total is the number of authorizations still open, not of all ever signed.
+    :meth:`apply` takes each new state of an entry once. :meth:`prune` folds
+    entries whose authorization has expired — an unsettled one into nothing,
+    a pending one (its outcome never learned) into ``unknown``, counted in
+    full — so totals cost the number of authorizations still live.
     """
 
     def __init__(self) -> None:
         self.settled = Decimal(0)
+        self.unknown = Decimal(0)  # expired with no answer: may have been settled
         self.open: dict[str, Exposure] = {}
 
     def apply(self, entry: Exposure) -> None:
@@ -195,12 +207,17 @@ class Tally:
         else:
             self.open[entry.id] = Exposure(entry.id, entry.usd, entry.expires, entry.state)
 
+    def prune(self, now: float) -> None:
+        for key in [k for k, e in self.open.items() if now >= e.expires]:
+            entry = self.open.pop(key)
+            if entry.state == "pending":
+                self.unknown += entry.usd
+
     def total(self, now: float | None = None) -> Decimal:
+        """What counts against a cap at ``now`` (a pure read)."""
         at = time.time() if now is None else now
-        expired = [k for k, e in self.open.items() if e.state == "unsettled" and at >= e.expires]
-        for key in expired:
-            del self.open[key]
-        return self.settled + sum((e.usd for e in self.open.values()), Decimal(0))
+        live = (e.usd for e in self.open.values() if e.state == "pending" or at < e.expires)
+        return self.settled + self.unknown + sum(live, Decimal(0))
 
 
 class _Line(msgspec.Struct, omit_defaults=True):
@@ -213,6 +230,9 @@ class _Line(msgspec.Struct, omit_defaults=True):
 
 class Budget:
     """The total cap, shared by every session (client) given the same object.
+
+    A client given no budget uses the process's default one (:func:`process_budget`),
+    so ``Policy.max_total`` caps what all such clients in the process spend.
 
     With ``path`` the entries are appended to a JSON-lines file (created 0600)
     and re-read under ``fcntl.flock`` before each reservation, so the total
@@ -231,6 +251,7 @@ class Budget:
         """The total exposure now (settled, pending and not-yet-expired unsettled authorizations)."""
         with self._lock, self._file() as fd:
             self._read(fd)
+            self._tally.prune(time.time())
             return self._tally.total(now)
 
     def reserve(self, entry: Exposure, cap: Decimal | None = None) -> None:
@@ -241,6 +262,7 @@ class Budget:
             self._read(fd)
             if caps:
                 limit = min(caps)
+                self._tally.prune(time.time())
                 spent = self._tally.total()
                 if spent + entry.usd > limit:
                     raise PolicyError(
@@ -309,5 +331,16 @@ class Budget:
             entry.id, str(entry.usd), entry.expires, entry.state, None if entry.charged is None else str(entry.charged)
         )
         data = msgspec.json.encode(line) + b"\n"
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data  # a torn last line (a crash mid-write) must not swallow this one
         os.write(fd, data)
         self._offset = os.fstat(fd).st_size
+
+
+_PROCESS_BUDGET = Budget()
+
+
+def process_budget() -> Budget:
+    """The in-memory budget shared by every client created without one."""
+    return _PROCESS_BUDGET

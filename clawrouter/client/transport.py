@@ -95,7 +95,12 @@ class _Flow402:
         except BaseException:
             payer.lost(record)
             raise
-        if payer.answered(record, response.status_code, response.headers):
+        lost_answer = payer.answered(
+            record, response.status_code, response.headers, response.content if response.status_code == 402 else b""
+        )
+        if lost_answer or response.status_code >= 400:
+            payer.done(record)
+        if lost_answer:
             raise PaymentError(
                 f"this request's payment ({record.usd} USD on {record.network}) was already settled by an earlier "
                 "attempt whose response was lost; not paying again",
@@ -122,6 +127,7 @@ class _TapStream(httpx.SyncByteStream):
             yield rest
 
     def close(self) -> None:
+        self.tap.close()
         self.stream.close()
 
 
@@ -140,6 +146,7 @@ class _AsyncTapStream(httpx.AsyncByteStream):
             yield rest
 
     async def aclose(self) -> None:
+        self.tap.close()
         await self.stream.aclose()
 
 
@@ -147,8 +154,9 @@ class X402Transport(_Flow402, httpx.BaseTransport):
     """A sync transport that pays 402s within ``policy`` (see :class:`~clawrouter.client.Policy`).
 
     ``transport``: the transport to send through (default ``httpx.HTTPTransport()``).
-    ``router``: the address receipts must be signed by (default: any signer,
-    checked for consistency). ``require_receipt``: raise
+    ``router``: the address receipts must be signed by (pin it: without it a
+    receipt only proves that *some* key signed it, and that it matches the
+    payment and the body). ``require_receipt``: raise
     :class:`~clawrouter.receipts.ReceiptError` at the end of a paid body whose
     receipt is missing or does not verify (default: record it in
     ``CallRecord.receipt_error`` and log a warning).
@@ -226,12 +234,12 @@ class _Session:
     @property
     def calls(self) -> list[CallRecord]:
         """Every authorization this client signed, oldest first."""
-        return list(self.payer.calls)
+        return self.payer.records()
 
     @property
     def receipts(self) -> list[Receipt]:
         """The router receipts collected so far (check ``CallRecord.receipt_error`` for their verification)."""
-        return [r.receipt for r in self.payer.calls if r.receipt is not None]
+        return [r.receipt for r in self.payer.records() if r.receipt is not None]
 
 
 class Client(_Session, httpx.Client):
