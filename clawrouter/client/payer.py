@@ -444,7 +444,9 @@ class Payer:
             in_flight=1,
         )
         with self._lock:
-            session = self._tally.total(self.clock())
+            now = self.clock()
+            self._tally.prune(now)
+            session = self._tally.total(now)
             if policy.max_per_session is not None and session + usd > policy.max_per_session:
                 self.refused += 1
                 raise PolicyError(
