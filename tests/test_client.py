@@ -466,7 +466,7 @@ def test_the_stream_tap_finds_the_trailer_across_any_chunking(eol):
     ).replace(b"\n", eol)
     stream = body + trailer + b"data: [DONE]\n\n".replace(b"\n", eol)
     for size in (1, 3, 7, len(stream)):
-        record = CallRecord("id", "POST", "u", "exact", "eip155:8453", "0xA", "0xB", 5, Decimal(5), 2**40, requirements)
+        record = CallRecord("id", "POST", "u", requirements, Decimal(5), 2**40)
         tap = StreamTap(payer, record, sse=True)
         out = b"".join(tap.feed(stream[i : i + size]) for i in range(0, len(stream), size))
         if size < len(stream):
@@ -483,7 +483,7 @@ def test_a_stream_that_ends_without_its_payment_trailer_was_not_settled():
 
     payer = Payer(RouterKey.generate())
     requirements = PaymentRequirements("exact", "eip155:8453", "5", "0xA", "0xB", 60)
-    record = CallRecord("id", "POST", "u", "exact", "eip155:8453", "0xA", "0xB", 5, Decimal(5), 2**40, requirements)
+    record = CallRecord("id", "POST", "u", requirements, Decimal(5), 2**40)
     tap = StreamTap(payer, record, sse=True)
     tap.feed(b'data: {"error": {"message": "upstream failed"}}\n\n')
     tap.finish()

@@ -198,14 +198,9 @@ class CallRecord:
     id: str  # the client's id for it (random)
     method: str
     url: str
-    scheme: str
-    network: str
-    asset: str
-    pay_to: str
-    amount: int  # atomic units authorized
-    usd: Decimal
+    requirements: PaymentRequirements  # the accepts entry it answers
+    usd: Decimal  # the authorized amount in USD
     expires: int  # validBefore
-    requirements: PaymentRequirements
     payer: str = ""
     nonce: str = ""  # the authorization's own id (EIP-3009 nonce)
     header: tuple[str, str] = ("", "")
@@ -221,9 +216,25 @@ class CallRecord:
     in_flight: int = 0
 
     @property
-    def charged(self) -> Decimal:
-        """USD moved by this authorization (0 unless settled)."""
-        return self.usd if self.state == "settled" else Decimal(0)
+    def scheme(self) -> str:
+        return self.requirements.scheme
+
+    @property
+    def network(self) -> str:
+        return self.requirements.network
+
+    @property
+    def asset(self) -> str:
+        return self.requirements.asset
+
+    @property
+    def pay_to(self) -> str:
+        return self.requirements.payTo
+
+    @property
+    def amount(self) -> int:
+        """Atomic units authorized."""
+        return int(self.requirements.amount)
 
 
 class Spend(msgspec.Struct, frozen=True):
@@ -274,7 +285,6 @@ class Payer:
         if not chosen:
             raise ValueError("a payer needs a wallet or at least one signer")
         self.signers = chosen
-        self.wallet = wallet
         self.router = router
         self.require_receipt = require_receipt
         self.clock = clock
@@ -430,14 +440,9 @@ class Payer:
             secrets.token_hex(16),
             method,
             url,
-            requirements.scheme,
-            requirements.network,
-            requirements.asset,
-            requirements.payTo,
-            int(requirements.amount),
+            requirements,
             usd,
             int(self.clock()) + requirements.maxTimeoutSeconds,  # until signed
-            requirements,
             payer=signer.payer,
             key=_request_key(method, url, body),
             attempts=1,

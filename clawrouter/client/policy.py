@@ -25,6 +25,7 @@ sharing one wallet share one total.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
@@ -182,7 +183,6 @@ class Exposure:
     usd: Decimal  # the authorized amount
     expires: int  # unix time after which it cannot be settled
     state: State = "pending"
-    charged: Decimal | None = None  # when settled
 
 
 class Tally:
@@ -203,7 +203,7 @@ class Tally:
     def apply(self, entry: Exposure) -> None:
         if entry.state == "settled":  # final: a writer records it once per entry
             self.open.pop(entry.id, None)
-            self.settled += entry.usd if entry.charged is None else entry.charged
+            self.settled += entry.usd  # exact: a settlement moves the whole authorization
         else:
             self.open[entry.id] = Exposure(entry.id, entry.usd, entry.expires, entry.state)
 
@@ -220,12 +220,11 @@ class Tally:
         return self.settled + self.unknown + sum(live, Decimal(0))
 
 
-class _Line(msgspec.Struct, omit_defaults=True):
+class _Line(msgspec.Struct):
     id: str
     usd: str
     expires: int
-    state: str
-    charged: str | None = None
+    state: State
 
 
 class Budget:
@@ -280,13 +279,6 @@ class Budget:
 
     # -- the file -----------------------------------------------------------
 
-    class _NoFile:
-        def __enter__(self) -> int | None:
-            return None
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
     class _Locked:
         def __init__(self, path: Path) -> None:
             self.path = path
@@ -302,8 +294,8 @@ class Budget:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
 
-    def _file(self) -> Budget._NoFile | Budget._Locked:
-        return Budget._NoFile() if self.path is None else Budget._Locked(self.path)
+    def _file(self) -> contextlib.AbstractContextManager[int | None]:
+        return contextlib.nullcontext() if self.path is None else Budget._Locked(self.path)
 
     def _read(self, fd: int | None) -> None:
         if fd is None:
@@ -316,8 +308,7 @@ class Budget:
         for raw in data[:end].splitlines():
             try:
                 line = msgspec.json.decode(raw, type=_Line)
-                entry = Exposure(line.id, Decimal(line.usd), line.expires, line.state)  # type: ignore[arg-type]
-                entry.charged = Decimal(line.charged) if line.charged is not None else None
+                entry = Exposure(line.id, Decimal(line.usd), line.expires, line.state)
             except (msgspec.DecodeError, InvalidOperation, ValueError):
                 continue  # a damaged line is skipped, not fatal
             self._tally.apply(entry)
@@ -327,9 +318,7 @@ class Budget:
         self._tally.apply(entry)
         if fd is None:
             return
-        line = _Line(
-            entry.id, str(entry.usd), entry.expires, entry.state, None if entry.charged is None else str(entry.charged)
-        )
+        line = _Line(entry.id, str(entry.usd), entry.expires, entry.state)
         data = msgspec.json.encode(line) + b"\n"
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":

@@ -224,7 +224,26 @@ class AsyncX402Transport(_Flow402, httpx.AsyncBaseTransport):
 
 
 class _Session:
+    """What :class:`Client` and :class:`AsyncClient` add to their httpx base: a payer and its records."""
+
     payer: Payer
+    _transport_class: type[X402Transport] | type[AsyncX402Transport]
+
+    def __init__(
+        self,
+        wallet: PayerKey | None = None,
+        policy: Policy | None = None,
+        *,
+        budget: Budget | None = None,
+        signers: Iterable[PaymentSigner] | None = None,
+        router: str | None = None,
+        require_receipt: bool = False,
+        transport: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        self.payer = _payer(None, wallet, policy, budget, signers, router, require_receipt)
+        paying = self._transport_class(payer=self.payer, transport=transport)
+        super().__init__(transport=paying, **kwargs)  # type: ignore[call-arg]
 
     @property
     def spend(self) -> Spend:
@@ -233,12 +252,12 @@ class _Session:
 
     @property
     def calls(self) -> list[CallRecord]:
-        """Every authorization this client signed, oldest first."""
+        """The latest authorizations this client signed, oldest first."""
         return self.payer.records()
 
     @property
     def receipts(self) -> list[Receipt]:
-        """The router receipts collected so far (check ``CallRecord.receipt_error`` for their verification)."""
+        """The router receipts collected so far (``CallRecord.verified`` says which checked out)."""
         return [r.receipt for r in self.payer.records() if r.receipt is not None]
 
 
@@ -247,39 +266,14 @@ class Client(_Session, httpx.Client):
 
     One client is one *session*: ``max_per_session`` and :attr:`spend` count
     its payments; pass the same :class:`~clawrouter.client.Budget` to several
-    clients to cap their total. Other keyword arguments go to ``httpx.Client``.
+    clients to cap their total. ``transport`` is the httpx transport to send
+    through; other keyword arguments go to ``httpx.Client``.
     """
 
-    def __init__(
-        self,
-        wallet: PayerKey | None = None,
-        policy: Policy | None = None,
-        *,
-        budget: Budget | None = None,
-        signers: Iterable[PaymentSigner] | None = None,
-        router: str | None = None,
-        require_receipt: bool = False,
-        transport: httpx.BaseTransport | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.payer = _payer(None, wallet, policy, budget, signers, router, require_receipt)
-        super().__init__(transport=X402Transport(payer=self.payer, transport=transport), **kwargs)
+    _transport_class = X402Transport
 
 
 class AsyncClient(_Session, httpx.AsyncClient):
     """An ``httpx.AsyncClient`` that pays x402 challenges (see :class:`Client`)."""
 
-    def __init__(
-        self,
-        wallet: PayerKey | None = None,
-        policy: Policy | None = None,
-        *,
-        budget: Budget | None = None,
-        signers: Iterable[PaymentSigner] | None = None,
-        router: str | None = None,
-        require_receipt: bool = False,
-        transport: httpx.AsyncBaseTransport | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.payer = _payer(None, wallet, policy, budget, signers, router, require_receipt)
-        super().__init__(transport=AsyncX402Transport(payer=self.payer, transport=transport), **kwargs)
+    _transport_class = AsyncX402Transport
