@@ -127,7 +127,7 @@ def _table(rows: Sequence[tuple[str, ...]]) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(args.config)
+    return run_demo(args.config, network=args.network)
 
 
 def cmd_hash_key(args: argparse.Namespace) -> int:
@@ -279,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the embedded default end to end and print a summary")
     common(p)
+    p.add_argument(
+        "--network",
+        default="base",
+        metavar="NAME",
+        help="the local chain to pay on: base (in-process EVM, the default), or one a plugin adds (solana)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("hash-key", help="print the SHA-256 digest to put in [auth] api_keys")

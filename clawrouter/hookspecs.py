@@ -23,8 +23,10 @@ import pluggy
 
 if TYPE_CHECKING:
     from .catalogue import ModelInfo
+    from .client import PaymentSigner
     from .config import Config
     from .context import Actor
+    from .demo import DemoNetwork
     from .events import Event
     from .ledger import LedgerFactory
     from .payments import PaymentRail
@@ -120,6 +122,36 @@ def register_ledgers(config: Config) -> Iterable[LedgerFactory] | None:
     :param config: the validated router configuration.
     :returns: factories with a ``name`` (selected by ``[ledger] backend``) and
         ``create(settings) -> Ledger``.
+
+    .. versionadded:: 0.1
+    """
+
+
+# --- outside the router: the agent-side client and the demo ---------------------------
+
+
+@hookspec
+def register_payment_signers() -> Iterable[PaymentSigner] | None:
+    """Payment signers for the agent-side client (a payment rail's client half).
+
+    Called when a :class:`clawrouter.client.Client` (or ``Payer``) is built
+    without ``signers=``: the signers returned join the one for the wallet, so
+    installing a rail's distribution lets the client pay on its networks. A
+    plugin returns none when it finds no key for its chain.
+
+    :returns: objects satisfying :class:`clawrouter.client.PaymentSigner`.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_demo_networks() -> Iterable[DemoNetwork] | None:
+    """Local chains ``clawrouter demo --network NAME`` can run on.
+
+    :returns: objects satisfying :class:`clawrouter.demo.DemoNetwork` (``name``,
+        ``description``, ``start() -> DemoChain``). The built-in ``base`` runs on
+        the in-process EVM.
 
     .. versionadded:: 0.1
     """

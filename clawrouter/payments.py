@@ -66,12 +66,19 @@ class PaymentRequirementsV1(Struct, omit_defaults=True):
     extra: dict[str, Any] = {}
 
 
-_V1_NETWORKS = {"eip155:8453": "base", "eip155:84532": "base-sepolia"}
+_V1_NETWORKS = {
+    "eip155:8453": "base",
+    "eip155:84532": "base-sepolia",
+    "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp": "solana",
+    "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1": "solana-devnet",
+    "solana:4uhcVJyU9pJkvQyS88uRDiswHXSCkY3z": "solana-testnet",
+}
 _V1_IDS = {v: k for k, v in _V1_NETWORKS.items()}
 
 
 def network_v1(network: str) -> str:
-    """The x402 v1 name of a CAIP-2 network (``eip155:8453`` -> ``base``); unknown ids unchanged."""
+    """The x402 v1 name of a CAIP-2 network (``eip155:8453`` -> ``base``, Solana's genesis
+    ids -> ``solana``, ``solana-devnet``); unknown ids unchanged."""
     return _V1_NETWORKS.get(network, network)
 
 
@@ -81,7 +88,7 @@ def network_caip2(network: str) -> str:
 
 
 def requirements_v1(requirements: PaymentRequirements, resource: str) -> PaymentRequirementsV1:
-    """The v1 form of ``requirements`` (v1 names Base networks ``base`` / ``base-sepolia``)."""
+    """The v1 form of ``requirements`` (v1 names networks ``base``, ``solana-devnet``, ...)."""
     return PaymentRequirementsV1(
         requirements.scheme,
         network_v1(requirements.network),
@@ -186,7 +193,9 @@ class PaymentRail(Protocol):
         a retried settle must be idempotent.
 
         A rail may also define ``release(payment)`` (called when a verified request
-        fails unsettled) and ``async aclose()``."""
+        fails unsettled), ``async aclose()``, and ``replay_reason``: the x402
+        error reason for a payment that was already settled (default
+        ``invalid_exact_evm_nonce_already_used``)."""
         ...
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from .evm.networks import NETWORKS, network_for
 from .keys import RouterKey
 
-__all__ = ["DEFAULT_RPC_URLS", "FILE_ENV", "KEY_ENV", "Wallet"]
+__all__ = ["DEFAULT_RPC_URLS", "FILE_ENV", "KEY_ENV", "Wallet", "config_dir", "read_private_file", "write_private_file"]
 
 #: the environment variable holding the key itself (read before any file)
 KEY_ENV = "CLAWROUTER_WALLET_KEY"
@@ -78,21 +78,7 @@ class Wallet(RouterKey):
         key (naming the file, not its content).
         """
         file = Path(path).expanduser()
-        try:
-            fd = os.open(file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no wallet key file at {file} (create one with `clawrouter wallet new`)") from None
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())  # of the file opened, not of whatever the path names now
-            if not stat.S_ISREG(info.st_mode):
-                raise ValueError(f"wallet key file {file} is not a regular file")
-            mode = stat.S_IMODE(info.st_mode)
-            if os.name != "nt" and mode & 0o077:
-                raise PermissionError(
-                    f"wallet key file {file} is accessible by group or others (mode {mode:04o}); "
-                    f"restrict it with `chmod 600 {file}`"
-                )
-            data = handle.read(_MAX_FILE_BYTES + 1)
+        data = read_private_file(file, "wallet key file", "clawrouter wallet new")
         if len(data) > _MAX_FILE_BYTES:
             raise ValueError(f"wallet key file {file}: a {cls.kind} is 64 hex digits (32 bytes)")
         try:
@@ -107,10 +93,7 @@ class Wallet(RouterKey):
         configured = os.environ.get(FILE_ENV, "").strip()
         if configured:
             return Path(configured).expanduser()
-        xdg = os.environ.get("XDG_CONFIG_HOME", "").strip()
-        # the XDG spec: a relative XDG_CONFIG_HOME is invalid and ignored
-        base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
-        return base / "clawrouter" / "wallet.key"
+        return config_dir() / "wallet.key"
 
     @classmethod
     def resolve(cls, path: str | Path | None = None, env: str | None = KEY_ENV) -> Wallet:
@@ -143,32 +126,8 @@ class Wallet(RouterKey):
         then linked or renamed into place). An existing file raises
         ``FileExistsError`` unless ``overwrite``.
         """
-        file = Path(os.path.abspath(Path(path).expanduser()))
-        if not overwrite and os.path.lexists(file):
-            raise FileExistsError(_exists(file))
-        _make_private_dirs(file.parent)
         data = f"0x{self.private_key.hex()}\n".encode("ascii")
-        fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                os.chmod(tmp, 0o600)  # mkstemp's mode already; explicit, whatever the platform
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if overwrite:
-                os.replace(tmp, file)
-            else:
-                try:
-                    os.link(tmp, file)  # atomic, and fails if the file appeared meanwhile
-                except FileExistsError:
-                    raise FileExistsError(_exists(file)) from None
-                except OSError:  # a filesystem without hard links: exclusive create instead
-                    _write_exclusive(file, data)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        _fsync_dir(file.parent)
-        return file
+        return write_private_file(path, data, overwrite=overwrite)
 
     # --- using one --------------------------------------------------------------------
 
@@ -210,6 +169,68 @@ class Wallet(RouterKey):
             return await chain.balance_of(self.address)
         finally:
             chain.close()
+
+
+def config_dir() -> Path:
+    """The ``clawrouter`` config directory: ``$XDG_CONFIG_HOME/clawrouter``, or ``~/.config/clawrouter``."""
+    xdg = os.environ.get("XDG_CONFIG_HOME", "").strip()
+    # the XDG spec: a relative XDG_CONFIG_HOME is invalid and ignored
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
+    return base / "clawrouter"
+
+
+def read_private_file(file: Path, what: str, create: str) -> bytes:
+    """The first few KiB of a key file that only its owner can read.
+
+    Raises ``FileNotFoundError`` (saying ``create`` makes one), ``PermissionError``
+    if the mode lets group or others access it (naming the ``chmod 600`` that
+    fixes it), ``ValueError`` if it is not a regular file.
+    """
+    try:
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no {what} at {file} (create one with `{create}`)") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())  # of the file opened, not of whatever the path names now
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{what} {file} is not a regular file")
+        mode = stat.S_IMODE(info.st_mode)
+        if os.name != "nt" and mode & 0o077:
+            raise PermissionError(
+                f"{what} {file} is accessible by group or others (mode {mode:04o}); "
+                f"restrict it with `chmod 600 {file}`"
+            )
+        return handle.read(_MAX_FILE_BYTES + 1)
+
+
+def write_private_file(path: str | Path, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` with mode 0600 (parents created 0700), all or nothing;
+    an existing file raises ``FileExistsError`` unless ``overwrite``. Returns the absolute path."""
+    file = Path(os.path.abspath(Path(path).expanduser()))
+    if not overwrite and os.path.lexists(file):
+        raise FileExistsError(_exists(file))
+    _make_private_dirs(file.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.chmod(tmp, 0o600)  # mkstemp's mode already; explicit, whatever the platform
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(tmp, file)
+        else:
+            try:
+                os.link(tmp, file)  # atomic, and fails if the file appeared meanwhile
+            except FileExistsError:
+                raise FileExistsError(_exists(file)) from None
+            except OSError:  # a filesystem without hard links: exclusive create instead
+                _write_exclusive(file, data)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    _fsync_dir(file.parent)
+    return file
 
 
 def _exists(file: Path) -> str:

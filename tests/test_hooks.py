@@ -240,6 +240,95 @@ def test_no_event_delivery_without_implementations(clawrouter_router):
 
 def test_hookspecs_have_reference_docstrings():
     for hook in HOOKS:
-        doc = getattr(hookspecs, hook).__doc__ or ""
-        assert ":param" in doc and "versionadded" in doc, hook
-        assert re.search(r"\S", doc.split(":param")[0]), hook
+        spec = getattr(hookspecs, hook)
+        doc = spec.__doc__ or ""
+        assert ":returns:" in doc or ":param" in doc, hook
+        if inspect.signature(spec).parameters:
+            assert ":param" in doc, hook
+        assert "versionadded" in doc, hook
+        assert re.search(r"\S", doc.split(":param")[0].split(":returns:")[0]), hook
+
+
+SIGNER_PLUGIN = """
+from clawrouter import hookimpl
+
+
+class Signer:
+    scheme = "exact"
+    payer = "agent-on-fakechain"
+
+    def supports(self, requirements):
+        return requirements.network == "fake:1"
+
+    def sign(self, requirements, resource, version):
+        raise NotImplementedError
+
+
+@hookimpl
+def register_payment_signers():
+    return [Signer()]
+"""
+
+BROKEN_SIGNER_PLUGIN = """
+from clawrouter import hookimpl
+
+
+@hookimpl
+def register_payment_signers():
+    raise RuntimeError("no key for this chain")
+"""
+
+
+def test_hook_register_payment_signers(tmp_path, monkeypatch, caplog):
+    from test_plugin_loading import install
+
+    from clawrouter.client import EvmExactSigner, Payer
+    from clawrouter.keys import RouterKey
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    install(tmp_path, "clawrouter-fakechain", "fakechain", "fakechain_plugin", SIGNER_PLUGIN)
+    install(tmp_path, "clawrouter-nokey", "nokey", "nokey_plugin", BROKEN_SIGNER_PLUGIN)
+    monkeypatch.setenv("CLAWROUTER_LOAD_PLUGINS", "fakechain,nokey")
+    with caplog.at_level("WARNING", logger="clawrouter.client"):
+        payer = Payer(RouterKey.generate())  # no signers=: the wallet's, then the installed ones
+    assert [type(s).__name__ for s in payer.signers] == ["EvmExactSigner", "Signer"]
+    assert "nokey offers no payment signer: RuntimeError: no key for this chain" in caplog.text
+    assert [s.payer for s in Payer(None).signers] == ["agent-on-fakechain"]  # a plugin's signer alone will do
+    explicit = Payer(RouterKey.generate(), signers=[])  # signers= given: nothing is looked up
+    assert [type(s) for s in explicit.signers] == [EvmExactSigner]
+    monkeypatch.setenv("CLAWROUTER_LOAD_PLUGINS", "")
+    with pytest.raises(ValueError, match="needs a wallet or at least one signer"):
+        Payer(None)
+
+
+DEMO_PLUGIN = """
+from clawrouter import hookimpl
+
+
+class Network:
+    name = "fakechain"
+    description = "a chain this machine lacks"
+
+    def start(self, funds):
+        raise RuntimeError("fakechain needs: pip install fakechain-node")
+
+
+@hookimpl
+def register_demo_networks():
+    return [Network()]
+"""
+
+
+def test_hook_register_demo_networks(tmp_path, monkeypatch, capsys):
+    from test_plugin_loading import install
+
+    from clawrouter.demo import demo_networks, run_demo
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    install(tmp_path, "clawrouter-fakedemo", "fakedemo", "fakedemo_plugin", DEMO_PLUGIN)
+    monkeypatch.setenv("CLAWROUTER_LOAD_PLUGINS", "fakedemo")
+    assert sorted(demo_networks()) == ["base", "fakechain"]
+    assert run_demo(network="fakechain") == 2
+    assert "fakechain needs: pip install fakechain-node" in capsys.readouterr().out
+    assert run_demo(network="nowhere") == 2
+    assert "no demo network 'nowhere'; installed: base, fakechain" in capsys.readouterr().out

@@ -58,6 +58,7 @@ __all__ = [
     "PaymentSigner",
     "Spend",
     "StreamTap",
+    "installed_signers",
     "parse_challenge",
 ]
 
@@ -83,7 +84,9 @@ class PaymentSigner(Protocol):
     """Signs payments for one family of ``accepts`` entries (a payment rail's client half).
 
     ``sign`` returns the x402 payload, an id unique to the authorization (its
-    nonce) and the unix time after which it can no longer be settled.
+    nonce) and the unix time after which it can no longer be settled. A signer
+    that reads the network to sign may also define ``async aprepare(requirements)``,
+    which an async client awaits first so that ``sign`` need not block its loop.
     """
 
     scheme: str
@@ -98,6 +101,22 @@ class PaymentSigner(Protocol):
     def sign(
         self, requirements: PaymentRequirements, resource: ResourceInfo | None, version: int
     ) -> tuple[PaymentPayload, str, int]: ...
+
+
+def installed_signers() -> list[PaymentSigner]:
+    """The signers installed plugins offer (hook ``register_payment_signers``): a
+    plugin that fails is logged and skipped."""
+    from ..plugins import load_plugins
+
+    pm, _, _ = load_plugins()
+    signers: list[PaymentSigner] = []
+    for impl in reversed(pm.hook.register_payment_signers.get_hookimpls()):
+        try:
+            offered: Iterable[PaymentSigner] | None = impl.function()  # type: ignore[assignment]
+            signers.extend(offered or ())
+        except Exception as exc:
+            log.warning("plugin %s offers no payment signer: %s: %s", impl.plugin_name, type(exc).__name__, exc)
+    return signers
 
 
 class EvmExactSigner:
@@ -279,9 +298,8 @@ class Payer:
     ) -> None:
         self.policy = policy if policy is not None else Policy()
         self.budget = budget if budget is not None else process_budget()
-        chosen = list(signers) if signers is not None else []
-        if wallet is not None:
-            chosen.append(EvmExactSigner(wallet))
+        chosen: list[PaymentSigner] = [EvmExactSigner(wallet)] if wallet is not None else []
+        chosen += list(signers) if signers is not None else installed_signers()
         if not chosen:
             raise ValueError("a payer needs a wallet or at least one signer")
         self.signers = chosen
@@ -382,6 +400,25 @@ class Payer:
                         reason="already_settled",
                     )
         return None
+
+    async def aprepare(self, headers: Mapping[str, str], body: bytes) -> None:
+        """Before an async client answers a 402: let signers that read the network to sign
+        (a Solana blockhash) do it without blocking the event loop (their ``aprepare``).
+        Errors are left for :meth:`pay`, which signs anyway."""
+        preparing = [s for s in self.signers if hasattr(s, "aprepare")]
+        if not preparing:
+            return
+        try:
+            challenge = parse_challenge(headers, body)
+        except PaymentError:
+            return
+        for signer in preparing:
+            wanted = [r for r in challenge.accepts if signer.supports(r)]
+            if wanted:
+                try:
+                    await signer.aprepare(wanted)
+                except Exception as exc:
+                    log.debug("%r could not prepare: %s", signer, exc)
 
     def pay(self, method: str, url: str, body: bytes, challenge: Challenge) -> CallRecord:
         """Sign a payment for ``challenge`` within the policy.
@@ -593,9 +630,13 @@ def _settlement(headers: Mapping[str, str]) -> SettlementResponse | None:
         return None
 
 
+#: the reasons that say a payment was already used: an EVM nonce, a Solana transaction
+_USED = re.compile(r"nonce_already_used|duplicate_settlement")
+
+
 def _already_used(headers: Mapping[str, str], settlement: SettlementResponse | None, body: bytes) -> bool:
-    """Whether a 402 says the payment's nonce was used: in the settlement, the v2 header, or a v1 body."""
-    if settlement is not None and settlement.errorReason and "nonce_already_used" in settlement.errorReason:
+    """Whether a 402 says the payment was already used: in the settlement, the v2 header, or a v1 body."""
+    if settlement is not None and settlement.errorReason and _USED.search(settlement.errorReason):
         return True
     for raw in (headers.get("payment-required"), body):
         if not raw:
@@ -604,7 +645,7 @@ def _already_used(headers: Mapping[str, str], settlement: SettlementResponse | N
             document = msgspec.json.decode(base64.b64decode(raw) if isinstance(raw, str) else raw)
         except (ValueError, binascii.Error, msgspec.DecodeError):
             continue
-        if isinstance(document, dict) and "nonce_already_used" in str(document.get("error", "")):
+        if isinstance(document, dict) and _USED.search(str(document.get("error", ""))):
             return True
     return False
 

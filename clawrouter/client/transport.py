@@ -211,6 +211,7 @@ class AsyncX402Transport(_Flow402, httpx.AsyncBaseTransport):
                         await response.aread()
                     finally:
                         await response.aclose()
+                    await self.payer.aprepare(response.headers, response.content)
             except BaseException as exc:
                 flow.throw(exc)
                 raise

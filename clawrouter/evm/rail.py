@@ -3,7 +3,7 @@
 :meth:`ExactEvmRail.verify` is on every paid request's path and touches no
 chain by default: the payload checks and signature recovery are local, and
 with the embedded facilitator the payer's balance comes from a cache with
-in-flight reservations (:class:`~clawrouter.evm.facilitator.BalanceBook`).
+in-flight reservations (:class:`~clawrouter.balances.BalanceBook`).
 ``simulate=True`` adds an ``eth_call`` of the transfer per request. With a
 remote facilitator the local checks run first (a bad payment never costs a
 round trip), then the facilitator's ``/verify``.

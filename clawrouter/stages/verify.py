@@ -111,7 +111,7 @@ class VerifyMiddleware:
                 if await router.state.get(key) == SETTLED:
                     raise PaymentRejected(
                         "this payment was already settled; sign a new authorization",
-                        code="invalid_exact_evm_nonce_already_used",
+                        code=getattr(rail, "replay_reason", "invalid_exact_evm_nonce_already_used"),
                     )
                 raise Conflict("this payment is already being used by another request", code="payment_in_flight")
         except PaymentRejected as exc:
