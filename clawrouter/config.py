@@ -5,7 +5,9 @@ underscore separates levels: ``CLAWROUTER_SERVER__PORT=9000``,
 ``CLAWROUTER_PROVIDERS__OPENAI__API_KEY=...``). Values are read as TOML values
 when they parse as one (``9000``, ``true``, ``["a", "b"]``) and as strings
 otherwise. ``CLAWROUTER_LOAD_PLUGINS`` and ``CLAWROUTER_DISABLE_PLUGINS`` choose
-plugins and are not config keys.
+plugins and are not config keys; nor is any variable without ``__`` that does
+not begin with a section's name (``CLAWROUTER_SOLANA_KEY``, a plugin's own),
+while ``CLAWROUTER_SERVER_PORT`` (meant ``SERVER__PORT``) is still an error.
 
 Everything is validated at start-up; a :class:`ConfigError` names the key, the
 expected type and, for overrides, the variable.
@@ -195,6 +197,9 @@ def env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX) or name in NOT_CONFIG:
             continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        if "__" not in rest and not any(rest == f or rest.startswith(f + "_") for f in Config.__struct_fields__):
+            continue  # not a config key: a plugin's or a tool's own variable (CLAWROUTER_SOLANA_KEY)
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         if not parts:
             continue

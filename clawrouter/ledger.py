@@ -17,12 +17,16 @@ loses it; a restarted router settles what is still pending
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
+
+_R = TypeVar("_R")
 
 __all__ = ["Ledger", "LedgerEntry", "LedgerFactory", "MemoryLedger", "SQLiteLedger", "SettlementIntent"]
 
@@ -177,17 +181,34 @@ class SQLiteLedger:
     seconds, so paid requests share commits instead of each paying for several
     (``entries`` and ``aclose`` flush first). A crash can lose the entries of
     the last few milliseconds, never an intent or its outcome.
+
+    Every SQLite call runs on one worker thread of the ledger's own, closing
+    the connection included: a caller cancelled while its query runs (a
+    settler stopped mid-scan) leaves the query to finish before the
+    connection can be closed, never under it.
     """
 
     def __init__(self, path: str | Path, flush_delay: float = 0.005) -> None:
         self.path = str(path)
         self.flush_delay = flush_delay
         self._db: sqlite3.Connection | None = None
+        self._worker: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = asyncio.Lock()
         self._pending: list[LedgerEntry] = []
         self._flushing: asyncio.Task[None] | None = None
         self._encode = msgspec.json.Encoder().encode
         self._decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+    async def _run(self, call: Callable[..., _R], *args: Any) -> _R:
+        """``call(*args)`` on the ledger's worker thread."""
+        if self._worker is None:
+            self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="clawrouter-sqlite")
+        return await asyncio.get_running_loop().run_in_executor(self._worker, call, *args)
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
@@ -236,7 +257,7 @@ class SQLiteLedger:
         async with self._lock:
             batch, self._pending = self._pending, []
             if batch:
-                await asyncio.to_thread(self._insert, batch)
+                await self._run(self._insert, batch)
 
     def _add_intent(self, i: SettlementIntent) -> bool:
         now = time.time()
@@ -251,7 +272,7 @@ class SQLiteLedger:
 
     async def add_intent(self, intent: SettlementIntent) -> bool:
         async with self._lock:
-            return await asyncio.to_thread(self._add_intent, intent)
+            return await self._run(self._add_intent, intent)
 
     def _update_intent(self, payment_id: str, status: str, transaction: str, error: str | None) -> None:
         self._connect().execute(
@@ -264,7 +285,7 @@ class SQLiteLedger:
         self, payment_id: str, *, status: str, transaction: str = "", error: str | None = None
     ) -> None:
         async with self._lock:
-            await asyncio.to_thread(self._update_intent, payment_id, status, transaction, error)
+            await self._run(self._update_intent, payment_id, status, transaction, error)
 
     def _intents(self, status: str | None, since_expires: int | None) -> list[SettlementIntent]:
         sql = f"SELECT {_INTENT_COLUMNS} FROM outbox WHERE expires > ?"
@@ -283,21 +304,24 @@ class SQLiteLedger:
 
     async def intents(self, status: str | None = None, *, since_expires: int | None = None) -> list[SettlementIntent]:
         async with self._lock:
-            return await asyncio.to_thread(self._intents, status, since_expires)
+            return await self._run(self._intents, status, since_expires)
 
     async def entries(self, request_id: str | None = None) -> list[LedgerEntry]:
         await self.flush()
         async with self._lock:
-            return await asyncio.to_thread(self._select, request_id)
+            return await self._run(self._select, request_id)
 
     async def aclose(self) -> None:
         task, self._flushing = self._flushing, None
         if task is not None:
             task.cancel()
         await self.flush()
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        worker, self._worker = self._worker, None
+        if worker is not None:  # queued behind any query still running, even one whose caller was cancelled
+            await asyncio.get_running_loop().run_in_executor(worker, self._close)
+            worker.shutdown(wait=False)
+        else:
+            self._close()
 
 
 class SQLiteLedgerFactory:

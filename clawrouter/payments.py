@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import msgspec
 from msgspec import Struct
 
-from .errors import BadRequest, ClawError
+from .errors import BadRequest, ClawError, ServiceUnavailable
 
 __all__ = [
     "PaymentPayload",
@@ -33,6 +33,8 @@ __all__ = [
     "ResourceInfo",
     "SettlementResponse",
     "VerifiedPayment",
+    "as_v2",
+    "chain_unavailable",
     "decode_payment_header",
     "encode_header",
     "network_caip2",
@@ -219,3 +221,20 @@ def decode_payment_header(value: bytes) -> PaymentPayload:
 
 def encode_header(message: Struct) -> bytes:
     return base64.b64encode(_encoder.encode(message))
+
+
+def as_v2(payment: PaymentPayload, requirements: PaymentRequirements) -> PaymentPayload:
+    """A v1 payment restated as v2 (the same signed payload) for a v2 facilitator."""
+    if payment.accepted is not None:
+        return payment
+    return PaymentPayload(2, payment.payload, accepted=requirements, resource=payment.resource)
+
+
+def chain_unavailable(network: str, detail: object) -> ServiceUnavailable:
+    """The 503 of a rail that cannot reach its chain to verify: it fails closed (nothing
+    served unverified, nothing charged) and asks the client to retry."""
+    return ServiceUnavailable(
+        f"cannot reach {network} to check the payment ({detail}); retry later",
+        code="chain_unavailable",
+        headers=[(b"retry-after", b"5")],
+    )

@@ -7,6 +7,10 @@
 * ``clawrouter_client(router)``: an async factory returning an
   ``httpx.AsyncClient`` that talks to the router in process, with the router
   started; client and router are closed after the test.
+* ``clawrouter_serve(config_path, env=None)``: a factory starting ``clawrouter
+  serve`` in a subprocess on 127.0.0.1 and a free port (:class:`ServedRouter`,
+  with ``url``), stopped by its pid after the test. The environment is the
+  test's minus every ``CLAWROUTER_*`` variable, plus ``env``.
 
 Example::
 
@@ -18,7 +22,14 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +39,87 @@ if TYPE_CHECKING:
     import httpx
 
     from .router import Router
+
+
+__all__ = ["ServedRouter", "clawrouter_client", "clawrouter_router", "clawrouter_serve", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServedRouter:
+    """``clawrouter serve --config CONFIG`` in a subprocess on 127.0.0.1, stopped by its pid.
+
+    Its stderr goes to ``log`` (a file, never a pipe a chatty server could fill);
+    the constructor returns once ``/-/health`` answers, or raises with the log's
+    tail if the server exits or is not up within ``timeout`` seconds.
+    """
+
+    def __init__(
+        self, config: str | Path, env: Mapping[str, str], *, log: Path | None = None, timeout: float = 30
+    ) -> None:
+        import httpx
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._own_log = log is None  # a temporary file, removed by stop()
+        if log is None:
+            fd, name = tempfile.mkstemp(prefix="clawrouter-serve-", suffix=".log")
+            os.close(fd)
+            log = Path(name)
+        self.log = log
+        command = [sys.executable, "-m", "clawrouter.cli", "serve", "--config", str(config), "--port", str(self.port)]
+        with self.log.open("wb") as stderr:
+            self.proc = subprocess.Popen(command, env=dict(env), stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(self.url + "/-/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                tail = self.log.read_text(errors="replace")[-2000:]
+                self.stop()
+                raise RuntimeError(f"clawrouter serve did not start: {tail}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL, at once."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self._own_log:
+            self.log.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def clawrouter_serve() -> Iterator[Callable[..., ServedRouter]]:
+    started: list[ServedRouter] = []
+
+    def factory(config: str | Path, env: Mapping[str, str] | None = None, **options: Any) -> ServedRouter:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("CLAWROUTER_")}
+        served = ServedRouter(config, {**clean, **(env or {})}, **options)
+        started.append(served)
+        return served
+
+    yield factory
+    for served in started:
+        served.stop()
 
 
 @pytest.fixture

@@ -32,7 +32,16 @@ from pathlib import Path
 from .evm.networks import NETWORKS, network_for
 from .keys import RouterKey
 
-__all__ = ["DEFAULT_RPC_URLS", "FILE_ENV", "KEY_ENV", "Wallet", "config_dir", "read_private_file", "write_private_file"]
+__all__ = [
+    "DEFAULT_RPC_URLS",
+    "FILE_ENV",
+    "KEY_ENV",
+    "Wallet",
+    "config_dir",
+    "key_file_path",
+    "read_private_file",
+    "write_private_file",
+]
 
 #: the environment variable holding the key itself (read before any file)
 KEY_ENV = "CLAWROUTER_WALLET_KEY"
@@ -90,10 +99,7 @@ class Wallet(RouterKey):
     def default_path() -> Path:
         """``$CLAWROUTER_WALLET_FILE``, else ``wallet.key`` in the ``clawrouter`` config directory
         (``$XDG_CONFIG_HOME/clawrouter``, or ``~/.config/clawrouter``)."""
-        configured = os.environ.get(FILE_ENV, "").strip()
-        if configured:
-            return Path(configured).expanduser()
-        return config_dir() / "wallet.key"
+        return key_file_path(FILE_ENV, "wallet.key")
 
     @classmethod
     def resolve(cls, path: str | Path | None = None, env: str | None = KEY_ENV) -> Wallet:
@@ -169,6 +175,12 @@ class Wallet(RouterKey):
             return await chain.balance_of(self.address)
         finally:
             chain.close()
+
+
+def key_file_path(env: str, name: str) -> Path:
+    """``$env`` if set, else ``name`` in :func:`config_dir`."""
+    configured = os.environ.get(env, "").strip()
+    return Path(configured).expanduser() if configured else config_dir() / name
 
 
 def config_dir() -> Path:

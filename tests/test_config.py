@@ -82,13 +82,22 @@ def test_env_override_on_the_embedded_default_keeps_default_providers():
         ),
         ({"CLAWROUTER_SERVER__PROT": "1"}, "config key 'server.prot': unknown key (from CLAWROUTER_SERVER__PROT)"),
         ({"CLAWROUTER_ROUTING__FALLBACKS": "true"}, "config key 'routing.fallbacks': Expected int, got bool"),
-        ({"CLAWROUTER_NOPE": "1"}, "config key 'nope': unknown key"),
+        ({"CLAWROUTER_NOPE__X": "1"}, "config key 'nope': unknown key"),
+        ({"CLAWROUTER_SERVER_PORT": "1"}, "config key 'server_port': unknown key (from CLAWROUTER_SERVER_PORT)"),
     ],
 )
 def test_errors_name_the_key_the_type_and_the_variable(env, message):
     with pytest.raises(ConfigError) as caught:
         load_config(env=env)
     assert message in str(caught.value)
+
+
+def test_variables_of_plugins_and_tools_are_not_config_keys():
+    """Without ``__`` and not beginning with a section's name, a variable is someone else's."""
+    env = {"CLAWROUTER_SOLANA_KEY": "a key", "CLAWROUTER_ANVIL": "/usr/bin/anvil", "CLAWROUTER_NOPE": "1"}
+    assert load_config(env=env) == load_config(env={})
+    plugin = load_config(env={"CLAWROUTER_PLUGINS__SOLANA__PAY_TO": "Operator1111"})
+    assert plugin.plugins["solana"] == {"pay_to": "Operator1111"}
 
 
 def test_file_errors(tmp_path):

@@ -332,3 +332,18 @@ def test_hook_register_demo_networks(tmp_path, monkeypatch, capsys):
     assert "fakechain needs: pip install fakechain-node" in capsys.readouterr().out
     assert run_demo(network="nowhere") == 2
     assert "no demo network 'nowhere'; installed: base, fakechain" in capsys.readouterr().out
+
+
+def test_the_serve_fixture_runs_the_real_command(clawrouter_serve, tmp_path):
+    import httpx
+
+    config = tmp_path / "clawrouter.toml"
+    config.write_text('[server]\nmax_body_bytes = 65536\n')
+    served = clawrouter_serve(config, {"CLAWROUTER_ROUTING__DEFAULT_PROFILE": "eco"})
+    assert httpx.get(served.url + "/-/health", timeout=5).json()["status"] == "ok"
+    served.stop()
+    assert served.proc.returncode is not None and not served.log.exists()  # its own log file, removed
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[server]\nport = 'eighty'\n")
+    with pytest.raises(RuntimeError, match=r"did not start: .*server\.port"):
+        clawrouter_serve(broken)

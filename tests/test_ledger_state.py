@@ -59,3 +59,31 @@ async def test_memory_state_locks_expire():
     assert await state.acquire("p", 10)
     await state.release("p")
     assert await state.acquire("p", 10)
+
+
+async def test_sqlite_close_waits_for_a_query_whose_caller_was_cancelled(tmp_path, monkeypatch):
+    """A settler stopped mid-scan: its query still runs on the worker thread, and closing
+    the ledger must wait for it (closing the connection under a running query crashed the
+    process with a segmentation fault)."""
+    import threading
+    import time as _time
+
+    ledger = SQLiteLedger(tmp_path / "ledger.sqlite3")
+    await ledger.intents()  # connected
+    started, seen = threading.Event(), []
+    query = ledger._intents
+
+    def slow(*args):
+        connection = ledger._db
+        started.set()
+        _time.sleep(0.2)
+        seen.append(ledger._db is connection)  # still open, and the same connection
+        return query(*args)
+
+    monkeypatch.setattr(ledger, "_intents", slow)
+    scan = asyncio.create_task(ledger.intents("pending"))
+    assert await asyncio.to_thread(started.wait, 5)
+    scan.cancel()
+    await ledger.aclose()
+    assert seen == [True]
+    assert ledger._db is None

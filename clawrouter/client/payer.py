@@ -47,7 +47,18 @@ from ..payments import (
     network_v1,
 )
 from ..receipts import Receipt, ReceiptError, decode_receipt_header, verify_receipt
-from .policy import Budget, Exposure, PaymentError, Policy, PolicyError, State, Tally, process_budget, to_usd
+from .policy import (
+    Budget,
+    Exposure,
+    PaymentError,
+    Policy,
+    PolicyError,
+    State,
+    Tally,
+    address_key,
+    process_budget,
+    to_usd,
+)
 
 __all__ = [
     "CallRecord",
@@ -299,7 +310,9 @@ class Payer:
         self.policy = policy if policy is not None else Policy()
         self.budget = budget if budget is not None else process_budget()
         chosen: list[PaymentSigner] = [EvmExactSigner(wallet)] if wallet is not None else []
-        chosen += list(signers) if signers is not None else installed_signers()
+        #: signers this payer found itself (from installed plugins), and so closes
+        self._owned: list[PaymentSigner] = installed_signers() if signers is None else []
+        chosen += list(signers) if signers is not None else self._owned
         if not chosen:
             raise ValueError("a payer needs a wallet or at least one signer")
         self.signers = chosen
@@ -401,30 +414,39 @@ class Payer:
                     )
         return None
 
+    def close(self) -> None:
+        """Close the signers this payer found itself (their RPC connections); signers
+        passed in ``signers=`` belong to the caller."""
+        for signer in self._owned:
+            close = getattr(signer, "close", None)
+            if close is not None:
+                close()
+
     async def aprepare(self, headers: Mapping[str, str], body: bytes) -> None:
-        """Before an async client answers a 402: let signers that read the network to sign
-        (a Solana blockhash) do it without blocking the event loop (their ``aprepare``).
-        Errors are left for :meth:`pay`, which signs anyway."""
-        preparing = [s for s in self.signers if hasattr(s, "aprepare")]
-        if not preparing:
+        """Before an async client answers a 402: let the signer of the entry :meth:`pay`
+        would choose read what it needs from the network (a Solana blockhash) without
+        blocking the event loop (its ``aprepare``). Nothing is read for an entry the policy
+        refuses. Errors are left for :meth:`pay`, which reads again."""
+        if not any(hasattr(s, "aprepare") for s in self.signers):
             return
         try:
-            challenge = parse_challenge(headers, body)
+            candidates, _ = self._candidates(parse_challenge(headers, body))
         except PaymentError:
             return
-        for signer in preparing:
-            wanted = [r for r in challenge.accepts if signer.supports(r)]
-            if wanted:
+        if candidates:
+            _, _, requirements, signer = candidates[0]
+            prepare = getattr(signer, "aprepare", None)
+            if prepare is not None:
                 try:
-                    await signer.aprepare(wanted)
+                    await prepare([requirements])
                 except Exception as exc:
                     log.debug("%r could not prepare: %s", signer, exc)
 
-    def pay(self, method: str, url: str, body: bytes, challenge: Challenge) -> CallRecord:
-        """Sign a payment for ``challenge`` within the policy.
-
-        Raises :class:`PolicyError`, with nothing signed, when no entry fits.
-        """
+    def _candidates(
+        self, challenge: Challenge
+    ) -> tuple[list[tuple[int, Decimal, PaymentRequirements, PaymentSigner]], list[tuple[str, str]]]:
+        """The entries a signer supports and the policy allows (per-call cap included), the
+        preferred first, and why each other entry was refused."""
         policy = self.policy
         candidates: list[tuple[int, Decimal, PaymentRequirements, PaymentSigner]] = []
         refusals: list[tuple[str, str]] = []
@@ -459,6 +481,16 @@ class Payer:
                 )
                 continue
             candidates.append((policy.networks.index(requirements.network), usd, requirements, signer))
+        candidates.sort(key=lambda c: (c[0], c[1]))
+        return candidates, refusals
+
+    def pay(self, method: str, url: str, body: bytes, challenge: Challenge) -> CallRecord:
+        """Sign a payment for ``challenge`` within the policy.
+
+        Raises :class:`PolicyError`, with nothing signed, when no entry fits.
+        """
+        policy = self.policy
+        candidates, refusals = self._candidates(challenge)
         if not candidates:
             with self._lock:
                 self.refused += 1
@@ -471,7 +503,6 @@ class Payer:
                 reason=reason,
                 refusals=[m for _, m in refusals],
             )
-        candidates.sort(key=lambda c: (c[0], c[1]))
         _, usd, requirements, signer = candidates[0]
         record = CallRecord(
             secrets.token_hex(16),
@@ -603,11 +634,11 @@ def _check_matches(record: CallRecord, receipt: Receipt, body_digest: str) -> No
     problems = []
     if receipt.response_sha256.lower() != body_digest:
         problems.append("the response body does not match its response_sha256")
-    if receipt.payer.lower() != record.payer.lower():
+    if address_key(receipt.payer) != address_key(record.payer):
         problems.append(f"payer {receipt.payer!r} is not this wallet {record.payer!r}")
     if receipt.network != record.network:
         problems.append(f"network {receipt.network!r} is not the payment's {record.network!r}")
-    if receipt.asset.lower() != record.asset.lower():
+    if address_key(receipt.asset) != address_key(record.asset):
         problems.append(f"asset {receipt.asset!r} is not the payment's")
     if receipt.quote != str(record.amount):
         problems.append(f"quote {receipt.quote} is not the authorized {record.amount}")

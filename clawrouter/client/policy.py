@@ -106,19 +106,35 @@ def to_usd(amount: int, decimals: int) -> Decimal:
     return Decimal(amount).scaleb(-decimals)
 
 
+#: USDC where the client can pay by default: Base and Base Sepolia (built in), then Solana
+#: mainnet and devnet (paid once clawrouter-solana is installed; plain strings, no Solana import)
+KNOWN_USDC: dict[str, tuple[str, int]] = {
+    **{n.network: (n.asset, n.decimals) for n in NETWORKS.values()},
+    "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp": ("EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v", 6),
+    "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1": ("4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU", 6),
+}
+
+
+def address_key(address: str) -> str:
+    """How addresses compare: EVM hex case-insensitively; base58 (Solana) exactly, as it is case-sensitive."""
+    return address.lower() if address.startswith(("0x", "0X")) else address
+
+
 def _default_assets(networks: Iterable[str]) -> dict[tuple[str, str] | str, int]:
-    return {(n, NETWORKS[n].asset.lower()): NETWORKS[n].decimals for n in networks if n in NETWORKS}
+    return {(n, address_key(KNOWN_USDC[n][0])): KNOWN_USDC[n][1] for n in networks if n in KNOWN_USDC}
 
 
 @dataclass(frozen=True, init=False)
 class Policy:
     """Caps (USD; ``None`` for no cap) and allow-lists for automatic payments.
 
-    ``networks``: CAIP-2 ids in order of preference (default: Base, then Base
-    Sepolia). ``assets``: allowed assets with their decimals, as ``{address:
+    ``networks``: CAIP-2 ids in order of preference (default: Base, Base
+    Sepolia, Solana, Solana devnet — a network no signer supports is simply
+    never chosen). ``assets``: allowed assets with their decimals, as ``{address:
     decimals}`` or ``{(network, address): decimals}`` (default: the USDC of each
     allowed network). ``pay_to``: allowed recipients (default: any — the agent
-    trusts the endpoint it calls).
+    trusts the endpoint it calls). EVM addresses compare case-insensitively,
+    base58 ones exactly.
     """
 
     max_per_call: Decimal | None
@@ -144,11 +160,11 @@ class Policy:
         set_(self, "max_total", _usd(max_total, "max_total"))
         if isinstance(networks, str):
             raise TypeError("networks is a list of CAIP-2 ids, e.g. ['eip155:8453']")
-        nets = tuple(networks) if networks is not None else tuple(NETWORKS)
+        nets = tuple(networks) if networks is not None else tuple(KNOWN_USDC)
         set_(self, "networks", nets)
         if isinstance(pay_to, str):
             raise TypeError("pay_to is a list of addresses")
-        set_(self, "pay_to", None if pay_to is None else frozenset(a.lower() for a in pay_to))
+        set_(self, "pay_to", None if pay_to is None else frozenset(address_key(a) for a in pay_to))
         if assets is None:
             table = _default_assets(nets)
         else:
@@ -156,13 +172,13 @@ class Policy:
             for key, decimals in assets.items():
                 if not isinstance(decimals, int) or decimals < 0:
                     raise ValueError(f"assets[{key!r}]: decimals must be a non-negative int")
-                table[(key[0], key[1].lower()) if isinstance(key, tuple) else key.lower()] = decimals
+                table[(key[0], address_key(key[1])) if isinstance(key, tuple) else address_key(key)] = decimals
         set_(self, "assets", table)
 
     def decimals(self, network: str, asset: str) -> int | None:
         """The decimals of an allowed asset on ``network``, or ``None`` when it is not allowed."""
-        found = self.assets.get((network, asset.lower()))
-        return found if found is not None else self.assets.get(asset.lower())
+        found = self.assets.get((network, address_key(asset)))
+        return found if found is not None else self.assets.get(address_key(asset))
 
     def refusal(self, network: str, asset: str, pay_to: str) -> tuple[str, str] | None:
         """Why an entry is not allowed, as ``(reason, message)``, or ``None``; caps aside."""
@@ -170,7 +186,7 @@ class Policy:
             return "network_not_allowed", f"network {network!r} is not in the policy's networks {list(self.networks)}"
         if self.decimals(network, asset) is None:
             return "asset_not_allowed", f"asset {asset!r} on {network} is not an allowed asset"
-        if self.pay_to is not None and pay_to.lower() not in self.pay_to:
+        if self.pay_to is not None and address_key(pay_to) not in self.pay_to:
             return "pay_to_not_allowed", f"payTo {pay_to!r} is not in the policy's pay_to allow-list"
         return None
 

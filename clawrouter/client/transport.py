@@ -189,6 +189,7 @@ class X402Transport(_Flow402, httpx.BaseTransport):
 
     def close(self) -> None:
         self.transport.close()
+        self.payer.close()
 
 
 class AsyncX402Transport(_Flow402, httpx.AsyncBaseTransport):
@@ -222,6 +223,7 @@ class AsyncX402Transport(_Flow402, httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+        self.payer.close()
 
 
 class _Session:

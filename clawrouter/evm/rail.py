@@ -13,9 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ServiceUnavailable
 from ..facilitator import Facilitator
-from ..payments import PaymentPayload, PaymentRejected, PaymentRequirements, SettlementResponse, VerifiedPayment
+from ..payments import (
+    PaymentPayload,
+    PaymentRejected,
+    PaymentRequirements,
+    SettlementResponse,
+    VerifiedPayment,
+    as_v2,
+    chain_unavailable,
+)
 from .chain import ChainError
 from .exact import CheckedPayment, check_payment
 from .facilitator import EmbeddedEvmFacilitator
@@ -63,11 +70,7 @@ class ExactEvmRail:
                     await embedded.simulate_or_raise(checked)
                 reserved = await embedded.book.reserve(checked.payer, int(requirements.amount))
             except ChainError as exc:  # fail closed: nothing is served unverified, nothing charged
-                raise ServiceUnavailable(
-                    f"cannot reach {self.network} to check the payment ({exc}); retry later",
-                    code="chain_unavailable",
-                    headers=[(b"retry-after", b"5")],
-                ) from None
+                raise chain_unavailable(self.network, exc) from None
             if not reserved:
                 raise PaymentRejected(
                     f"{checked.payer} holds less than {requirements.amount} {self.evm.label or self.network} "
@@ -76,7 +79,7 @@ class ExactEvmRail:
                 )
         else:
             checked = check_payment(payment, requirements, self.evm)
-            answer = await self.facilitator.verify(_v2(payment, requirements), requirements)
+            answer = await self.facilitator.verify(as_v2(payment, requirements), requirements)
             if not answer.isValid:
                 raise PaymentRejected(
                     answer.invalidMessage or f"facilitator refused the payment: {answer.invalidReason}",
@@ -102,7 +105,7 @@ class ExactEvmRail:
         """Settle the authorized amount (``exact`` charges what was signed; ``charge``
         is the actual cost, recorded by the ledger). Raises when the chain or the
         facilitator cannot be reached, so the caller retries."""
-        response = await self.facilitator.settle(_v2(payment.payload, payment.requirements), payment.requirements)
+        response = await self.facilitator.settle(as_v2(payment.payload, payment.requirements), payment.requirements)
         if self.embedded is not None and response.success:
             self.embedded.book.spent(payment.payer, payment.amount)
         return response  # a failure is released once, by the settler
@@ -121,13 +124,6 @@ class ExactEvmRail:
 
     def __repr__(self) -> str:
         return f"<ExactEvmRail {self.network} payTo={self.pay_to}>"
-
-
-def _v2(payment: PaymentPayload, requirements: PaymentRequirements) -> PaymentPayload:
-    """A v1 payment restated as v2 (the same signed authorization) for a v2 facilitator."""
-    if payment.accepted is not None:
-        return payment
-    return PaymentPayload(2, payment.payload, accepted=requirements, resource=payment.resource)
 
 
 def local_rail(
