@@ -128,9 +128,12 @@ class EmbeddedSvmFacilitator:
         for answer in (simulation, statuses):
             if isinstance(answer, RpcError):
                 raise RpcUnavailable(f"Solana RPC {self.rpc.url}: {answer}")
-        if statuses["value"][0] is not None:
+        try:
+            landed, error = statuses["value"][0], simulation["value"].get("err")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise RpcUnavailable(f"Solana RPC {self.rpc.url}: an answer of an unexpected shape") from None
+        if landed is not None:
             raise PaymentRejected("this transaction was already settled", code=c.ERR_DUPLICATE_SETTLEMENT)
-        error = simulation["value"].get("err")
         if error is not None:
             reason, message = simulation_reason(error)
             raise PaymentRejected(message, code=reason)
@@ -177,8 +180,13 @@ class EmbeddedSvmFacilitator:
         return SettlementResponse(True, network, tx_id, checked.payer, amount=str(checked.amount))
 
     async def _landed(self, tx_id: str) -> dict[str, Any] | None:
-        status = (await self.rpc.statuses([tx_id], history=True))[0]
-        if status is None or status.get("confirmationStatus") not in ("confirmed", "finalized"):
+        try:
+            status = (await self.rpc.statuses([tx_id], history=True))[0]
+        except (KeyError, IndexError, TypeError):
+            raise RpcUnavailable(
+                f"Solana RPC {self.rpc.url}: getSignatureStatuses answer of an unexpected shape"
+            ) from None
+        if not isinstance(status, dict) or status.get("confirmationStatus") not in ("confirmed", "finalized"):
             return None
         return status
 

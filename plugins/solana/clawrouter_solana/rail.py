@@ -118,7 +118,10 @@ class ExactSvmRail:
         embedded = self.embedded
         if embedded is None:
             return await self.facilitator.settle(as_v2(payment.payload, payment.requirements), payment.requirements)
-        checked = embedded.check(payment.payload, payment.requirements)
+        try:
+            checked = embedded.check(payment.payload, payment.requirements)
+        except PaymentRejected as exc:  # e.g. its fee payer is no longer one of this router's keys
+            return SettlementResponse(False, self.network, "", payment.payer, exc.code, errorMessage=exc.message)
         response = await embedded.submit(checked)
         if response.success:
             embedded.book.spent(checked.source, checked.amount)
@@ -127,7 +130,10 @@ class ExactSvmRail:
     def release(self, payment: VerifiedPayment) -> None:
         """The request failed: its reservation goes back to the payer's available balance."""
         if self.embedded is not None:
-            checked = self.embedded.check(payment.payload, payment.requirements)
+            try:
+                checked = self.embedded.check(payment.payload, payment.requirements)
+            except PaymentRejected:  # never reserved by this process (a recovered payment)
+                return
             self.embedded.book.release(checked.source, checked.amount)
 
     async def aclose(self) -> None:

@@ -303,3 +303,92 @@ def _with_fee_payer_in_memo(tx, keys) -> str:
     signature = keys.agent.sign_message(message_bytes(new))
     signed = VersionedTransaction.populate(new, [Signature.default(), signature])
     return encode_transaction(signed)
+
+
+async def test_a_recovered_payment_whose_fee_payer_is_gone_fails_cleanly(local, facade, keys):
+    """After a key rotation the outbox may hold a payment naming a fee payer this router no
+    longer has: settling it answers a failure (not an exception retried forever), and
+    releasing it is a no-op."""
+    rail = make_rail(facade, keys)
+    requirements = rail.requirements(1_000, "http://router/v1/chat/completions")
+    tx = build_transfer(requirements, keys.agent, blockhash=local.latest_blockhash(), decimals=6)
+    verified = await rail.verify(
+        PaymentPayload(2, {"transaction": encode_transaction(tx)}, accepted=requirements), requirements
+    )
+    rotated = make_rail(facade, type(keys)(Keypair(), keys.agent, keys.operator, keys.router))
+    response = await rotated.settle(verified, 1_000)
+    assert not response.success and response.errorReason == c.ERR_FEE_PAYER_NOT_MANAGED
+    rotated.release(verified)
+    assert local.token_balance(keys.operator_address) == 0
+    await rail.aclose()
+    await rotated.aclose()
+
+
+class _Garbled:
+    """A node answering JSON-RPC with results of the wrong shape."""
+
+    def __init__(self, facade):
+        self.facade = facade
+
+    async def start(self):
+        pass
+
+    async def aclose(self):
+        pass
+
+    async def prewarm(self, url):
+        pass
+
+    async def post(self, url, headers, body, timeouts):
+        from solana_env import _Answer
+
+        calls = json.loads(body)
+        calls = calls if isinstance(calls, list) else [calls]
+        return _Answer(
+            json.dumps([{"jsonrpc": "2.0", "id": call["id"], "result": {"odd": True}} for call in calls]).encode()
+        )
+
+
+async def test_a_node_answering_nonsense_fails_closed(local, facade, keys):
+    from clawrouter_solana.facilitator import EmbeddedSvmFacilitator
+    from clawrouter_solana.rail import ExactSvmRail
+    from clawrouter_solana.rpc import SolanaRpc
+
+    facilitator = EmbeddedSvmFacilitator(LOCALNET, SolanaRpc(facade.url, transport=_Garbled(facade)), [keys.fee_payer])
+    router = make_router(ExactSvmRail(LOCALNET, keys.operator_address, facilitator), keys=keys)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(router.app), base_url="http://router") as client:
+        requirements = await challenge(client, chat())
+        response = await client.post(
+            URL, json=chat(), headers={"payment-signature": header(local, requirements, keys.agent)}
+        )
+        assert response.status_code == 503 and reason(response) == "chain_unavailable"
+    assert local.token_balance(keys.agent_address) == FUNDS
+    await router.stop()
+
+
+async def test_a_token_2022_mint_is_paid_end_to_end(keys):
+    """The signer reads the mint's program (Token-2022 here) and the rail accepts its transfer."""
+    from clawrouter_solana.client import SolanaExactSigner
+    from clawrouter_solana.localnet import LocalSolana, RpcFacade
+
+    from clawrouter.client import AsyncClient, Policy
+
+    local = LocalSolana(token_program=c.TOKEN_2022_PROGRAM)
+    local.airdrop(str(keys.fee_payer.pubkey()), 10_000_000_000)
+    local.fund(keys.agent_address, FUNDS, lamports=0)
+    local.create_ata(keys.operator_address)
+    with RpcFacade(local) as facade:
+        router = make_router(make_rail(facade, keys), keys=keys)
+        signer = SolanaExactSigner(keys.agent, rpc_urls={LOCALNET.network: facade.url})
+        policy = Policy(networks=[LOCALNET.network], assets={LOCALNET.usdc: 6})
+        async with AsyncClient(
+            signers=[signer], policy=policy, router=keys.router.address, transport=httpx.ASGITransport(router.app)
+        ) as client:
+            response = await client.post("http://router" + URL, json=chat())
+            assert response.status_code == 200, response.text
+        signer.close()
+        [record] = client.calls
+        assert record.state == "settled" and record.verified
+        assert local.ata(keys.operator_address) != local.ata(keys.agent_address)
+        assert local.token_balance(keys.operator_address) == record.amount
+        await router.stop()
