@@ -9,12 +9,14 @@ reference, the EVM rail on eth-tester (``InProcessChain``). Measured, per paymen
 * ``check``          ``check_transaction`` alone: the spec's local rules and the
                      payer's ed25519 signature (no chain);
 * ``verify-http``    ``ExactSvmRail.verify`` with simulation: the local rules, one
-                     JSON-RPC batch (simulateTransaction + getSignatureStatuses)
-                     through the rail's real RPC client (aiohttp) to the facade
-                     over HTTP, and the balance reservation (cached balance);
+                     JSON-RPC batch (getSignatureStatuses, getLatestBlockhash,
+                     getBlockHeight, simulateTransaction) through the rail's real
+                     RPC client (aiohttp) to the facade over HTTP, the blockhash's
+                     age check, and the balance reservation (cached balance);
 * ``verify-inproc``  the same, the JSON-RPC bodies handed to the facade in process
                      (no socket: ``verify-http`` minus this is the HTTP hop);
-* ``verify-nosim``   ``verify`` with ``simulate=False``: no RPC at all;
+* ``verify-nosim``   ``verify`` with ``simulate=False``: the same batch without the
+                     simulation (a replay and the blockhash's age are still checked);
 * ``settle-http``    ``rail.settle``: co-sign, look the transaction up, send it
                      (with the node's preflight), confirm; three RPC round trips;
 * ``evm-sign``       (reference) ``EvmExactSigner.sign``: an EIP-3009 authorization;
@@ -33,7 +35,7 @@ HTTP rows it includes the facade's HTTP server and LiteSVM, i.e. the "node"), an
 each variant's ratio to ``evm-verify`` in the same run. Balances are cached
 (``balance_ttl`` one hour), so no balance read is on a timed path.
 
-    python benchmarks/solana_rail.py            # ~27 s on 2 cores
+    python benchmarks/solana_rail.py            # ~25 s on 2 cores
     python benchmarks/solana_rail.py --quick    # ~3 s, a smoke run
     python benchmarks/solana_rail.py --json     # JSON on stdout, the table on stderr
 """

@@ -195,9 +195,11 @@ class PaymentRail(Protocol):
         a retried settle must be idempotent.
 
         A rail may also define ``release(payment)`` (called when a verified request
-        fails unsettled), ``async aclose()``, and ``replay_reason``: the x402
-        error reason for a payment that was already settled (default
-        ``invalid_exact_evm_nonce_already_used``)."""
+        fails unsettled), ``async aclose()``, ``replay_reason``: the x402 error
+        reason for a payment that was already settled (default
+        ``invalid_exact_evm_nonce_already_used``), and ``async refresh()``, awaited
+        before a challenge asks for its requirements (to read live chain data,
+        e.g. a recent Solana blockhash, that ``requirements`` then offers)."""
         ...
 
 

@@ -78,7 +78,7 @@ class ServedRouter:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(self.url + "/-/health", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/-/health", timeout=1, trust_env=False).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

@@ -107,6 +107,8 @@ class Router:
         self.rails: dict[tuple[str, str], PaymentRail] = self._first_by(
             "register_payment_rails", "payment_rails", lambda r: (r.scheme, r.network)
         )
+        #: rails with an ``async refresh()`` to await before their requirements are asked for
+        self.refreshing_rails = [r for r in self.rails.values() if callable(getattr(r, "refresh", None))]
         self._setup_payments(env)
         states: dict[str, StateBackendFactory] = self._first_by(
             "register_state_backends", "state_backends", lambda f: f.name

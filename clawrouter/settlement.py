@@ -90,9 +90,9 @@ class Settler:
         ledger = self.router.ledger
         if not await ledger.add_intent(intent):
             # the same payment settled (or being settled) already: never twice
-            return SettlementResponse(
-                False, payment.network, "", payment.payer, "invalid_exact_evm_nonce_already_used"
-            )
+            rail = self.router.rails.get((payment.scheme, payment.network))
+            reason = getattr(rail, "replay_reason", "invalid_exact_evm_nonce_already_used")
+            return SettlementResponse(False, payment.network, "", payment.payer, reason)
         if self.mode == "deferred":
             self._spawn(self._settle_intent(intent, payment, attempts=None))
             return self._pending(payment)

@@ -86,6 +86,7 @@ class VerifyMiddleware:
             digest = hashlib.sha256(ctx.body).digest()
             header = _payment_header(scope)
             if header is None:
+                await self._refresh()
                 raise self._challenge(amount, resource, digest, "payment required")
             payload = decode_payment_header(header)
             rail = router.rails.get(payload.pair())
@@ -115,6 +116,7 @@ class VerifyMiddleware:
                     )
                 raise Conflict("this payment is already being used by another request", code="payment_in_flight")
         except PaymentRejected as exc:
+            await self._refresh()
             await ctx.fail(self._challenge(amount, resource, digest, exc.message, exc.code), send)
             return
         except ClawError as exc:
@@ -173,6 +175,12 @@ class VerifyMiddleware:
             raise PaymentRejected(f"{exc}", code=exc.code) from None
         expected.extra["quote"] = token
         return expected
+
+    async def _refresh(self) -> None:
+        """Let rails that put live chain data in their requirements (a Solana blockhash)
+        read it first: ``requirements`` is synchronous; their optional ``refresh`` is not."""
+        for rail in self.router.refreshing_rails:
+            await rail.refresh()  # type: ignore[attr-defined]
 
     def _challenge(
         self, amount: int, resource: str, digest: bytes, message: str, code: str | None = None

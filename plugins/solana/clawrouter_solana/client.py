@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 import httpx
+from solders.hash import Hash
 from solders.keypair import Keypair
 
 from clawrouter.client import PaymentError
@@ -127,11 +128,13 @@ class SolanaExactSigner:
         return found
 
     def _read(self, requirements: PaymentRequirements) -> tuple[str, int, str, float]:
-        """(blockhash, decimals, token program, when the blockhash was read), from the caches or the RPC."""
+        """(blockhash, decimals, token program, when the blockhash was read): the server's
+        ``extra.recentBlockhash`` if it offers one, else from the caches or the RPC."""
         url = self.url_for(requirements.network)
         assert url is not None  # supports() said so
         mint = requirements.asset
-        blockhash, known = self._fresh(url), self._mints.get((url, mint))
+        offered = _offered_blockhash(requirements)
+        blockhash, known = offered or self._fresh(url), self._mints.get((url, mint))
         if blockhash is None or known is None:
             rpc = self._rpcs.get(url)
             if rpc is None:
@@ -145,16 +148,17 @@ class SolanaExactSigner:
                         self._blockhashes[url] = (blockhash, self.clock())
             except (RpcUnavailable, RpcError) as exc:
                 raise PaymentError(f"cannot read {requirements.network} to sign: {exc}", reason="unsignable") from None
-        return blockhash, known[0], known[1], self._blockhashes[url][1]
+        return blockhash, known[0], known[1], self.clock() if offered else self._blockhashes[url][1]
 
     async def aprepare(self, requirements: Sequence[PaymentRequirements]) -> None:
         """Read what :meth:`sign` needs (one batch per endpoint) without blocking an event loop."""
+        wanted = {(self.url_for(r.network), r.asset): _offered_blockhash(r) for r in requirements}
         async with httpx.AsyncClient(timeout=self.timeout) as http:
-            for url, mint in {(self.url_for(r.network), r.asset) for r in requirements}:
+            for (url, mint), offered in wanted.items():
                 if url is None:
                     continue
                 calls = [] if (url, mint) in self._mints else [Calls.account_call(mint)]
-                if self._fresh(url) is None:
+                if offered is None and self._fresh(url) is None:
                     calls.append(Calls.blockhash_call())
                 if not calls:
                     continue
@@ -207,3 +211,14 @@ class SolanaExactSigner:
             rpcs, self._rpcs = list(self._rpcs.values()), {}
         for rpc in rpcs:
             rpc.close()
+
+
+def _offered_blockhash(requirements: PaymentRequirements) -> str | None:
+    """The blockhash the server offers to sign with (``extra.recentBlockhash``), if well-formed."""
+    offered = (requirements.extra or {}).get("recentBlockhash")
+    if not isinstance(offered, str):
+        return None
+    try:
+        return str(Hash.from_string(offered))
+    except ValueError:
+        return None

@@ -25,6 +25,15 @@ DEFAULT_COMPUTE_UNIT_LIMIT = 20_000
 DEFAULT_COMPUTE_UNIT_PRICE = 1  # micro-lamports per unit
 #: the spec's reference cap on the compute unit price (5 lamports per unit)
 MAX_COMPUTE_UNIT_PRICE = 5_000_000
+#: stricter than the spec (which caps only the price): the fee payer pays price x limit, so the
+#: limit is capped too, and so is their product (the priority fee, in lamports)
+MAX_COMPUTE_UNIT_LIMIT = 200_000
+MAX_PRIORITY_FEE_LAMPORTS = 50_000
+#: a payment's blockhash must stay valid this many more slots (~0.4 s each) when it is verified,
+#: so that the call and its settlement fit in the blockhash's life
+MIN_BLOCKHASH_SLOTS = 100
+#: how old the blockhash a challenge offers (extra.recentBlockhash) may be
+BLOCKHASH_HINT_SECONDS = 2.0
 MAX_MEMO_BYTES = 256
 #: a random memo nonce: 16 bytes, hex-encoded
 MEMO_NONCE_BYTES = 16
@@ -38,6 +47,10 @@ ERR_INSTRUCTION_COUNT = "invalid_exact_svm_payload_transaction_instructions_leng
 ERR_COMPUTE_LIMIT = "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction"
 ERR_COMPUTE_PRICE = "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction"
 ERR_COMPUTE_PRICE_TOO_HIGH = "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction_too_high"
+ERR_COMPUTE_LIMIT_TOO_HIGH = "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction_too_high"
+ERR_BLOCKHASH_UNKNOWN = "invalid_exact_svm_payload_transaction_blockhash_unknown"
+ERR_BLOCKHASH_EXPIRING = "invalid_exact_svm_payload_transaction_blockhash_expiring"
+ERR_INVALID_REQUIREMENTS = "invalid_payment_requirements"
 ERR_NO_TRANSFER = "invalid_exact_svm_payload_no_transfer_instruction"
 ERR_NOT_TRANSFER_CHECKED = "invalid_exact_svm_payload_transaction_instruction_not_spl_token_transfer_checked"
 ERR_UNKNOWN_FOURTH = "invalid_exact_svm_payload_unknown_fourth_instruction"

@@ -35,7 +35,7 @@ from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
-from solders.transaction import VersionedTransaction
+from solders.transaction import SanitizeError, VersionedTransaction
 
 from clawrouter.payments import PaymentPayload, PaymentRejected, PaymentRequirements
 
@@ -100,8 +100,17 @@ def decode_transaction(value: object) -> VersionedTransaction:
     if len(value) > _MAX_TRANSACTION_BYTES * 2:
         raise PaymentRejected("payload.transaction is longer than a Solana transaction", code=c.ERR_DECODE)
     try:
-        return VersionedTransaction.from_bytes(base64.b64decode(value, validate=True))
+        raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
+        raise PaymentRejected(f"payload.transaction is not base64: {exc}", code=c.ERR_DECODE) from None
+    if len(raw) > _MAX_TRANSACTION_BYTES:
+        raise PaymentRejected(
+            f"payload.transaction is {len(raw)} bytes; a Solana transaction is at most {_MAX_TRANSACTION_BYTES}",
+            code=c.ERR_DECODE,
+        )
+    try:
+        return VersionedTransaction.from_bytes(raw)
+    except ValueError as exc:
         raise PaymentRejected(
             f"payload.transaction is not a serialized transaction: {exc}", code=c.ERR_DECODE
         ) from None
@@ -179,9 +188,15 @@ def check_transaction(
     managed: Collection[str],
     *,
     max_unit_price: int = c.MAX_COMPUTE_UNIT_PRICE,
+    max_unit_limit: int = c.MAX_COMPUTE_UNIT_LIMIT,
+    max_priority_fee: int = c.MAX_PRIORITY_FEE_LAMPORTS,
 ) -> CheckedTransfer:
     """Check ``payment`` against ``requirements`` (see the module docstring);
-    ``managed`` holds the fee-payer keys this router (or facilitator) signs with."""
+    ``managed`` holds the fee-payer keys this router (or facilitator) signs with.
+
+    The fee payer pays the base fee per signature and ``unit price x unit limit``
+    (the priority fee), so besides the spec's price cap the limit and the priority
+    fee (in lamports) are capped, and exactly two signers are accepted."""
     if requirements.scheme != "exact":
         raise _reject("unsupported_scheme", f"scheme {requirements.scheme!r} is not 'exact'")
     fee_payer = (requirements.extra or {}).get("feePayer")
@@ -189,6 +204,13 @@ def check_transaction(
         raise _reject(c.ERR_MISSING_FEE_PAYER, "the requirements name no fee payer (extra.feePayer)")
     if fee_payer not in managed:
         raise _reject(c.ERR_FEE_PAYER_NOT_MANAGED, f"fee payer {fee_payer} is not a key this facilitator signs with")
+    for name, value in (("payTo", requirements.payTo), ("asset", requirements.asset)):
+        try:
+            Pubkey.from_string(value)
+        except ValueError:
+            raise _reject(
+                c.ERR_INVALID_REQUIREMENTS, f"requirements.{name} {value!r} is not a Solana address"
+            ) from None
     tx = decode_transaction(payment.payload.get("transaction"))
     message = tx.message
     if not isinstance(message, MessageV0):
@@ -204,6 +226,10 @@ def check_transaction(
         # Solana refuses such a message (AccountLoadedTwice); refusing it here also keeps every
         # rule below sound, since each compares account indexes (the fee payer is index 0 only)
         raise _reject(c.ERR_INVALID_PAYLOAD, "an account is listed twice in the message")
+    try:
+        tx.sanitize()  # Solana's own structural rules: header counts (a writable fee payer), indices
+    except SanitizeError as exc:
+        raise _reject(c.ERR_INVALID_PAYLOAD, f"the transaction is malformed: {exc}") from None
     if keys[0] != fee_payer:
         raise _reject(c.ERR_FEE_PAYER_MISMATCH, f"the transaction's fee payer is {keys[0]}, not {fee_payer}")
     instructions = list(message.instructions)
@@ -212,7 +238,7 @@ def check_transaction(
     for ix in instructions:
         if ix.program_id_index >= len(keys) or any(a >= len(keys) for a in bytes(ix.accounts)):
             raise _reject(c.ERR_INVALID_PAYLOAD, "an instruction refers to an account the message does not list")
-    _check_compute(keys, instructions[0], instructions[1], max_unit_price)
+    _check_compute(keys, instructions[0], instructions[1], max_unit_price, max_unit_limit, max_priority_fee)
     transfer = instructions[2]
     token_program = keys[transfer.program_id_index]
     if token_program not in c.TOKEN_PROGRAMS:
@@ -231,6 +257,8 @@ def check_transaction(
         )
     if authority not in keys[1:signers]:
         raise _reject(c.ERR_MISSING_SIGNATURE, "the transfer authority is not a signer of the transaction")
+    if signers != 2:  # each signature is a base fee the fee payer would pay
+        raise _reject(c.ERR_INVALID_PAYLOAD, f"{signers} signers; only the fee payer and the token authority may sign")
     if mint != requirements.asset:
         raise _reject(c.ERR_MINT_MISMATCH, f"the transfer moves mint {mint}, not {requirements.asset}")
     expected = associated_token_address(requirements.payTo, requirements.asset, token_program)
@@ -265,7 +293,9 @@ def check_transaction(
     )
 
 
-def _check_compute(keys: list[str], limit: CompiledInstruction, price: CompiledInstruction, cap: int) -> None:
+def _check_compute(
+    keys: list[str], limit: CompiledInstruction, price: CompiledInstruction, cap: int, limit_cap: int, fee_cap: int
+) -> None:
     data = bytes(limit.data)
     if (
         keys[limit.program_id_index] != c.COMPUTE_BUDGET_PROGRAM
@@ -273,6 +303,9 @@ def _check_compute(keys: list[str], limit: CompiledInstruction, price: CompiledI
         or data[0] != c.SET_COMPUTE_UNIT_LIMIT
     ):
         raise _reject(c.ERR_COMPUTE_LIMIT, "the first instruction must be ComputeBudget SetComputeUnitLimit")
+    units = int.from_bytes(data[1:5], "little")
+    if units > limit_cap:
+        raise _reject(c.ERR_COMPUTE_LIMIT_TOO_HIGH, f"compute unit limit {units} is above the cap of {limit_cap}")
     data = bytes(price.data)
     if (
         keys[price.program_id_index] != c.COMPUTE_BUDGET_PROGRAM
@@ -285,6 +318,12 @@ def _check_compute(keys: list[str], limit: CompiledInstruction, price: CompiledI
         raise _reject(
             c.ERR_COMPUTE_PRICE_TOO_HIGH,
             f"compute unit price {micro_lamports} micro-lamports is above the cap of {cap}",
+        )
+    priority_fee = -(-micro_lamports * units // 1_000_000)  # lamports, rounded up as Solana does
+    if priority_fee > fee_cap:
+        raise _reject(
+            c.ERR_COMPUTE_PRICE_TOO_HIGH,
+            f"a priority fee of {priority_fee} lamports (price x limit) is above the cap of {fee_cap}",
         )
 
 

@@ -11,11 +11,12 @@ module keeps what an RPC node would report:
 * a slot counter (equal to the block height: no slot is skipped) that advances by one per
   processed transaction, mirrored into LiteSVM's ``Clock`` with ``warp_to_slot`` (this
   leaves the blockhash alone);
-* blockhash lifetimes: LiteSVM accepts exactly one blockhash, its latest (after a single
-  ``expire_blockhash`` every earlier one answers ``BlockhashNotFound``, where Solana
-  accepts the last 150). So a blockhash here lives until the block height passes its
-  ``lastValidBlockHeight`` (150 slots after it was made, as on Solana), and then it is
-  replaced; :meth:`LocalSolana.expire_blockhash` jumps the slot there at once;
+* blockhashes as on Solana: a new one per slot, each accepted until the block height
+  passes its ``lastValidBlockHeight`` (150 slots after it was made). LiteSVM itself
+  accepts only its latest blockhash, so its own check is switched off and this class
+  applies Solana's rule before executing (``BlockhashNotFound`` otherwise);
+  :meth:`LocalSolana.advance` moves the chain on, :meth:`LocalSolana.expire_blockhash`
+  past the life of every blockhash issued so far;
 * the status of every processed transaction (succeeded, or failed after paying its fee),
   for ``getSignatureStatuses``. LiteSVM itself rejects a signature it has processed with
   ``AlreadyProcessed``, in ``simulate_transaction`` as in ``send_transaction``.
@@ -90,11 +91,11 @@ def transaction_error_json(err: TransactionErrorType) -> Any:
 class LocalSolana:
     """A LiteSVM chain with one SPL mint, funded accounts and the bookkeeping of an RPC node.
 
-    Addresses, signatures and blockhashes are base58 strings. LiteSVM accepts only
-    :meth:`latest_blockhash`; it changes when the block height passes
-    :attr:`last_valid_block_height` (150 processed transactions later) or on
-    :meth:`expire_blockhash`, after which transactions made with the old one fail with
-    ``BlockhashNotFound``.
+    Addresses, signatures and blockhashes are base58 strings. Each slot (one per
+    processed transaction, or :meth:`advance`) brings a new :meth:`latest_blockhash`;
+    a blockhash is accepted until the block height passes its
+    ``lastValidBlockHeight`` (150 slots), after which transactions made with it fail
+    with ``BlockhashNotFound``.
     """
 
     def __init__(self, *, mint: str = LOCAL_USDC_MINT, decimals: int = 6, token_program: str = TOKEN_PROGRAM) -> None:
@@ -106,8 +107,11 @@ class LocalSolana:
         self.mint_authority = Keypair()
         self.lock = threading.RLock()
         self._svm = LiteSVM()
+        self._svm.with_blockhash_check(False)  # Solana's rule is applied here (_check_blockhash)
         self._slot: int = self._svm.get_clock().slot
         self._last_valid = self._slot + BLOCKHASH_LIFETIME
+        #: every blockhash still accepted -> its lastValidBlockHeight
+        self._blockhashes: dict[str, int] = {str(self._svm.latest_blockhash()): self._last_valid}
         self._processed: dict[str, tuple[int, Any]] = {}  # signature -> (slot, error JSON or None)
         self._write_mint(0)
 
@@ -131,11 +135,24 @@ class LocalSolana:
             return str(self._svm.latest_blockhash())
 
     def is_blockhash_valid(self, blockhash: str) -> bool:
-        """Whether LiteSVM would accept a transaction made with ``blockhash`` now."""
-        return blockhash == self.latest_blockhash()
+        """Whether a transaction made with ``blockhash`` is accepted now."""
+        with self.lock:
+            return self._blockhashes.get(blockhash, -1) >= self._slot
+
+    def last_valid_of(self, blockhash: str) -> int | None:
+        """The ``lastValidBlockHeight`` of a blockhash this chain issued (None: unknown or forgotten)."""
+        with self.lock:
+            return self._blockhashes.get(blockhash)
+
+    def advance(self, slots: int) -> None:
+        """Move the chain on by ``slots`` empty slots (a new blockhash each)."""
+        if slots < 1:
+            raise ValueError("slots must be positive")
+        with self.lock:
+            self._advance(slots)
 
     def expire_blockhash(self) -> None:
-        """Replace the blockhash: advance the block height past its ``lastValidBlockHeight``."""
+        """Advance the block height past the ``lastValidBlockHeight`` of every blockhash issued so far."""
         with self.lock:
             self._advance(self._last_valid + 1 - self._slot)
 
@@ -210,6 +227,8 @@ class LocalSolana:
         """
         signature = str(tx.signatures[0])
         with self.lock:
+            if not self.is_blockhash_valid(str(tx.message.recent_blockhash)):
+                return signature, "BlockhashNotFound", []
             result = self._svm.send_transaction(tx)
             if isinstance(result, FailedTransactionMetadata):
                 error, logs = transaction_error_json(result.err()), result.meta().logs()
@@ -226,6 +245,8 @@ class LocalSolana:
         transaction whose fee payer has not signed yet (an all-zero signature) simulates.
         """
         with self.lock:
+            if not self.is_blockhash_valid(str(tx.message.recent_blockhash)):
+                return "BlockhashNotFound", [], 0
             self._svm.with_sigverify(sig_verify)
             try:
                 result = self._svm.simulate_transaction(tx)
@@ -248,11 +269,13 @@ class LocalSolana:
         self._processed[signature] = (self._slot, error)
 
     def _advance(self, slots: int) -> None:
+        """``slots`` slots pass: a new blockhash (valid 150 slots), the expired ones forgotten."""
         self._slot += slots
         self._svm.warp_to_slot(self._slot)
-        if self._slot > self._last_valid:
-            self._svm.expire_blockhash()
-            self._last_valid = self._slot + BLOCKHASH_LIFETIME
+        self._svm.expire_blockhash()
+        self._last_valid = self._slot + BLOCKHASH_LIFETIME
+        self._blockhashes = {b: v for b, v in self._blockhashes.items() if v >= self._slot}
+        self._blockhashes[str(self._svm.latest_blockhash())] = self._last_valid
 
     def _put(self, address: str, data: bytes) -> None:
         rent = self._svm.minimum_balance_for_rent_exemption(len(data))

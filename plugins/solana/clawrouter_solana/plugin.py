@@ -54,7 +54,14 @@ class SolanaSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     #: simulate each payment at verification (one RPC round trip per paid request)
     simulate: bool = True
     balance_cache_seconds: float = 30.0
+    #: caps on what the fee payer pays per payment (micro-lamports per unit; units; lamports)
     max_compute_unit_price: int = c.MAX_COMPUTE_UNIT_PRICE
+    max_compute_unit_limit: int = c.MAX_COMPUTE_UNIT_LIMIT
+    max_priority_fee_lamports: int = c.MAX_PRIORITY_FEE_LAMPORTS
+    #: slots (~0.4 s) a payment's blockhash must still live when verified: the call and its settlement fit in them
+    min_blockhash_slots: int = c.MIN_BLOCKHASH_SLOTS
+    #: "refuse" a blockhash the router did not hand out or read (its age is unknown), or "accept" it
+    unknown_blockhash: str = "refuse"
     max_timeout_seconds: int = 60
     confirm_timeout_seconds: float = 60.0
 
@@ -118,6 +125,8 @@ def register_payment_rails(config: Config) -> Iterable[Any]:
                 key = load_keypair(value)
             except ValueError as exc:
                 raise ConfigError(f"config key 'plugins.solana.key_env': ${chosen.key_env}: {exc}") from None
+            if chosen.unknown_blockhash not in ("refuse", "accept"):
+                raise ConfigError("config key 'plugins.solana.unknown_blockhash': expected 'refuse' or 'accept'")
             facilitator: Any = EmbeddedSvmFacilitator(
                 network,
                 SolanaRpc(url),
@@ -125,6 +134,11 @@ def register_payment_rails(config: Config) -> Iterable[Any]:
                 simulate=chosen.simulate,
                 balance_ttl=chosen.balance_cache_seconds,
                 max_unit_price=chosen.max_compute_unit_price,
+                max_unit_limit=chosen.max_compute_unit_limit,
+                max_priority_fee=chosen.max_priority_fee_lamports,
+                min_blockhash_slots=chosen.min_blockhash_slots,
+                unknown_blockhash=chosen.unknown_blockhash,
+                asset=asset or None,
                 confirm_timeout=chosen.confirm_timeout_seconds,
             )
             fee_payer = None
@@ -151,6 +165,8 @@ def register_payment_rails(config: Config) -> Iterable[Any]:
                 asset=asset or None,
                 max_timeout_seconds=chosen.max_timeout_seconds,
                 max_unit_price=chosen.max_compute_unit_price,
+                max_unit_limit=chosen.max_compute_unit_limit,
+                max_priority_fee=chosen.max_priority_fee_lamports,
             )
         )
     return rails

@@ -2,9 +2,12 @@
 
 :meth:`ExactSvmRail.verify` is on every paid request's path: the spec's local
 rules (:mod:`clawrouter_solana.exact`), then with the embedded facilitator one
-RPC batch (simulation and a replay look-up, unless ``simulate=False``) and a
+RPC batch (a replay look-up, the block height and latest blockhash for the
+payment blockhash's age, and, unless ``simulate=False``, the simulation) and a
 balance reservation from the cache. With a remote facilitator the local rules
 run first (a bad payment never costs a round trip), then its ``/verify``.
+:meth:`ExactSvmRail.refresh`, awaited before a challenge, reads the blockhash
+the challenge offers (``extra.recentBlockhash``).
 
 The in-flight lock and the "settled" marker are the router's, in its state
 backend, shared with every other rail: a payment id is the payer's signature,
@@ -13,6 +16,7 @@ unique to the transaction.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -31,9 +35,11 @@ from . import constants as c
 from .exact import CheckedTransfer, check_transaction
 from .facilitator import EmbeddedSvmFacilitator
 from .networks import SolanaNetwork
-from .rpc import RpcUnavailable
+from .rpc import RpcError, RpcUnavailable
 
 __all__ = ["ExactSvmRail"]
+
+log = logging.getLogger("clawrouter_solana")
 
 
 class ExactSvmRail:
@@ -51,44 +57,59 @@ class ExactSvmRail:
         asset: str | None = None,
         max_timeout_seconds: int = 60,
         max_unit_price: int = c.MAX_COMPUTE_UNIT_PRICE,
+        max_unit_limit: int = c.MAX_COMPUTE_UNIT_LIMIT,
+        max_priority_fee: int = c.MAX_PRIORITY_FEE_LAMPORTS,
     ) -> None:
         self.solana = network
         self.network = network.network
         self.pay_to = pay_to
-        self.asset = asset or network.usdc
         self.facilitator = facilitator
         self.embedded = facilitator if isinstance(facilitator, EmbeddedSvmFacilitator) else None
+        if self.embedded is not None:
+            if asset is not None and asset != self.embedded.asset:
+                raise ValueError(f"the rail's asset {asset} is not its facilitator's ({self.embedded.asset})")
+            asset = self.embedded.asset
+        self.asset = asset or network.usdc
         if fee_payer is None:
             if self.embedded is None:
                 raise ValueError("a rail with a remote facilitator needs its fee payer's address")
             fee_payer = self.embedded.fee_payer
         self.fee_payer = fee_payer
         self.max_timeout_seconds = max_timeout_seconds
-        self.max_unit_price = max_unit_price
+        self._limits = {"max_unit_price": max_unit_price, "max_unit_limit": max_unit_limit}
+        self._limits["max_priority_fee"] = max_priority_fee
+        #: what this process reserved in the balance book, by payment id (released once)
+        self._reserved: dict[str, tuple[str, int]] = {}
 
     def requirements(self, amount: int, resource: str) -> PaymentRequirements:
+        extra: dict[str, Any] = {"feePayer": self.fee_payer}
+        if self.embedded is not None:  # a recent blockhash to sign with (read by refresh())
+            extra.update(self.embedded.blockhashes.hint(c.BLOCKHASH_HINT_SECONDS * 5))
         return PaymentRequirements(
-            self.scheme,
-            self.network,
-            str(amount),
-            self.asset,
-            self.pay_to,
-            self.max_timeout_seconds,
-            {"feePayer": self.fee_payer},
+            self.scheme, self.network, str(amount), self.asset, self.pay_to, self.max_timeout_seconds, extra
         )
+
+    async def refresh(self) -> None:
+        """Before a challenge is built: read the latest blockhash if the one known is stale,
+        so that ``requirements`` can offer it (``extra.recentBlockhash``)."""
+        if self.embedded is not None:
+            try:
+                await self.embedded.refresh_blockhash()
+            except (RpcUnavailable, RpcError) as exc:  # the challenge goes out without the hint
+                log.warning("cannot read %s's latest blockhash: %s", self.network, exc)
 
     async def verify(self, payment: PaymentPayload, requirements: PaymentRequirements) -> VerifiedPayment:
         embedded = self.embedded
         if embedded is not None:
             checked = embedded.check(payment, requirements)
             try:
-                if embedded.simulate:
-                    await embedded.preflight(checked)
+                await embedded.preflight(checked, payment.accepted.extra if payment.accepted else None)
                 await embedded.reserve(checked)
-            except RpcUnavailable as exc:  # fail closed: nothing is served unverified, nothing charged
+            except (RpcUnavailable, RpcError) as exc:  # fail closed: nothing is served unverified, nothing charged
                 raise chain_unavailable(self.network, exc) from None
+            self._reserved[checked.payment_id] = (checked.source, checked.amount)
         else:
-            checked = check_transaction(payment, requirements, {self.fee_payer}, max_unit_price=self.max_unit_price)
+            checked = check_transaction(payment, requirements, {self.fee_payer}, **self._limits)
             answer = await self.facilitator.verify(as_v2(payment, requirements), requirements)
             if not answer.isValid:
                 raise PaymentRejected(
@@ -124,17 +145,16 @@ class ExactSvmRail:
             return SettlementResponse(False, self.network, "", payment.payer, exc.code, errorMessage=exc.message)
         response = await embedded.submit(checked)
         if response.success:
-            embedded.book.spent(checked.source, checked.amount)
+            reserved = self._reserved.pop(payment.payment_id, None)
+            if reserved is not None:  # a recovered payment was never reserved here
+                embedded.book.spent(*reserved)
         return response  # a failure is released once, by the settler
 
     def release(self, payment: VerifiedPayment) -> None:
         """The request failed: its reservation goes back to the payer's available balance."""
-        if self.embedded is not None:
-            try:
-                checked = self.embedded.check(payment.payload, payment.requirements)
-            except PaymentRejected:  # never reserved by this process (a recovered payment)
-                return
-            self.embedded.book.release(checked.source, checked.amount)
+        reserved = self._reserved.pop(payment.payment_id, None)
+        if self.embedded is not None and reserved is not None:  # a recovered payment was never reserved here
+            self.embedded.book.release(*reserved)
 
     async def aclose(self) -> None:
         close: Any = getattr(self.facilitator, "aclose", None)

@@ -118,12 +118,15 @@ def _value(result: Any) -> Any:
 
 def account_from(result: Any) -> AccountInfo | None:
     """The account in a ``getAccountInfo`` result (``None``: no such account)."""
-    value = _value(result)
-    if value is None:
-        return None
-    data = value["data"]
-    raw = base64.b64decode(data[0]) if isinstance(data, list) else b""
-    return AccountInfo(int(value["lamports"]), str(value["owner"]), raw, bool(value.get("executable", False)))
+    try:
+        value = _value(result)
+        if value is None:
+            return None
+        data = value["data"]
+        raw = base64.b64decode(data[0]) if isinstance(data, list) else b""
+        return AccountInfo(int(value["lamports"]), str(value["owner"]), raw, bool(value.get("executable", False)))
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise RpcUnavailable("getAccountInfo answered a result of an unexpected shape") from None
 
 
 def raise_for_error(result: Any) -> Any:
@@ -143,8 +146,11 @@ class Calls:
 
     @staticmethod
     def blockhash_result(result: Any) -> tuple[str, int]:
-        value = _value(result)
-        return str(value["blockhash"]), int(value["lastValidBlockHeight"])
+        try:
+            value = _value(result)
+            return str(value["blockhash"]), int(value["lastValidBlockHeight"])
+        except (KeyError, TypeError, ValueError):
+            raise RpcUnavailable("getLatestBlockhash answered a result of an unexpected shape") from None
 
     @staticmethod
     def account_call(address: str) -> Call:
@@ -175,7 +181,10 @@ class Calls:
             if result.code == -32602 or "could not find account" in result.message.lower():
                 return 0
             raise result
-        return int(_value(result)["amount"])
+        try:
+            return int(_value(result)["amount"])
+        except (KeyError, TypeError, ValueError):
+            raise RpcUnavailable("getTokenAccountBalance answered a result of an unexpected shape") from None
 
 
 class SolanaRpc(Calls):

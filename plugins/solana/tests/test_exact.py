@@ -23,6 +23,7 @@ import base64
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import msgspec
 import pytest
 from clawrouter_solana import constants as c
 from clawrouter_solana.accounts import associated_token_address
@@ -528,8 +529,23 @@ def test_compute_price_above_default_cap(price: int) -> None:
 
 
 def test_compute_price_at_default_cap_passes() -> None:
-    assert check(built(unit_price=c.MAX_COMPUTE_UNIT_PRICE)).amount == AMOUNT
+    # at the spec's price cap, a limit that keeps the priority fee under its own cap
+    limit = c.MAX_PRIORITY_FEE_LAMPORTS * 1_000_000 // c.MAX_COMPUTE_UNIT_PRICE
+    assert check(built(unit_price=c.MAX_COMPUTE_UNIT_PRICE, unit_limit=limit)).amount == AMOUNT
     assert check(built(unit_price=0)).amount == AMOUNT
+
+
+def test_compute_limit_and_priority_fee_are_capped() -> None:
+    """The fee payer pays price x limit: the spec caps the price only; the limit and the product are capped too."""
+    assert check(built(unit_limit=c.MAX_COMPUTE_UNIT_LIMIT)).amount == AMOUNT
+    assert reason(built(unit_limit=c.MAX_COMPUTE_UNIT_LIMIT + 1)) == c.ERR_COMPUTE_LIMIT_TOO_HIGH
+    assert reason(built(unit_limit=1_400_000, unit_price=c.MAX_COMPUTE_UNIT_PRICE)) == c.ERR_COMPUTE_LIMIT_TOO_HIGH
+    # both within their caps, their product (lamports) over its own
+    fee_limit = c.MAX_PRIORITY_FEE_LAMPORTS * 1_000_000 // c.MAX_COMPUTE_UNIT_PRICE
+    assert reason(built(unit_limit=fee_limit + 1, unit_price=c.MAX_COMPUTE_UNIT_PRICE)) == c.ERR_COMPUTE_PRICE_TOO_HIGH
+    assert check(built(unit_limit=100_000, unit_price=1), max_priority_fee=1).amount == AMOUNT
+    assert reason(built(unit_limit=100_000, unit_price=11), max_priority_fee=1) == c.ERR_COMPUTE_PRICE_TOO_HIGH
+    assert reason(built(unit_limit=20_000), max_unit_limit=19_999) == c.ERR_COMPUTE_LIMIT_TOO_HIGH
 
 
 def test_custom_lower_cap() -> None:
@@ -833,11 +849,12 @@ def test_message_altered_after_signing() -> None:
         assert reason(tampered) == c.ERR_MISSING_SIGNATURE
 
 
-def test_every_other_signer_must_sign() -> None:
-    """A third signer (here: of a memo) left unsigned."""
+def test_no_third_signer_is_accepted() -> None:
+    """A third signer (here: of a memo), signed or not, is refused: each signature is a base
+    fee the fee payer would pay."""
     ixs = [limit_ix(), price_ix(), transfer_ix(), memo_ix(metas=[readonly(STRANGER, signer=True)])]
-    assert reason(transaction(ixs, signers=(OWNER,))) == c.ERR_MISSING_SIGNATURE
-    assert check(transaction(ixs, signers=(OWNER, STRANGER))).payer == str(OWNER_KEY)
+    assert reason(transaction(ixs, signers=(OWNER,))) == c.ERR_INVALID_PAYLOAD
+    assert reason(transaction(ixs, signers=(OWNER, STRANGER))) == c.ERR_INVALID_PAYLOAD
 
 
 def test_authority_that_does_not_sign() -> None:
@@ -891,7 +908,7 @@ def test_amount_must_match_exactly(amount: int, other: int) -> None:
 @settings(max_examples=40, deadline=None)
 @given(price=st.integers(0, _U64), cap=st.integers(0, 10 * c.MAX_COMPUTE_UNIT_PRICE))
 def test_price_passes_iff_within_cap(price: int, cap: int) -> None:
-    tx = built(unit_price=price)
+    tx = built(unit_price=price, unit_limit=1_000)  # a small limit: the priority-fee cap stays out of the way
     if price <= cap:
         assert check(tx, max_unit_price=cap).amount == AMOUNT
     else:
@@ -922,3 +939,26 @@ def test_corrupted_transactions_are_refused_cleanly(edits: list[tuple[int, int]]
         assert checked.amount == AMOUNT and checked.mint == MINT
         assert checked.destination == ata(PAY_TO, program=checked.token_program)
         assert checked.payment_id
+
+
+def test_a_transaction_longer_than_a_packet_is_refused() -> None:
+    big = base64.b64encode(bytes(built()) + bytes(1232)).decode()  # still under twice the limit in base64
+    assert len(big) < 2 * 1232 * 2
+    assert reason(payload(big)) == c.ERR_DECODE
+
+
+def test_a_read_only_fee_payer_is_malformed() -> None:
+    """A header making the fee payer read-only (Solana's sanitize refuses it; the node would answer -32602)."""
+    good = built()
+    message = good.message
+    header = MessageHeader(2, 2, message.header.num_readonly_unsigned_accounts)
+    bad = MessageV0(header, list(message.account_keys), message.recent_blockhash, list(message.instructions), [])
+    signature = OWNER.sign_message(message_bytes(bad))
+    tx = VersionedTransaction.populate(bad, [Signature.default(), signature])
+    assert reason(tx) == c.ERR_INVALID_PAYLOAD
+
+
+def test_requirements_with_an_address_that_is_not_base58_are_refused() -> None:
+    req = requirements()
+    bad = msgspec.structs.replace(req, payTo="0xnot-a-solana-address")
+    assert reason(built(), bad) == c.ERR_INVALID_REQUIREMENTS

@@ -233,7 +233,7 @@ def test_payment_moves_tokens_once(local: LocalSolana, parties: Parties) -> None
 
 def test_expired_blockhash(local: LocalSolana, parties: Parties) -> None:
     old, last_valid = local.latest_blockhash(), local.last_valid_block_height
-    assert local.is_blockhash_valid(old) and local.block_height <= last_valid == 150  # made at height 0
+    assert local.is_blockhash_valid(old) and last_valid == local.block_height + 150  # made in this slot
     local.expire_blockhash()
     assert local.latest_blockhash() != old and not local.is_blockhash_valid(old)
     assert local.block_height == last_valid + 1 and local.last_valid_block_height == local.block_height + 150
@@ -245,14 +245,22 @@ def test_expired_blockhash(local: LocalSolana, parties: Parties) -> None:
     assert local.send(fresh)[1] is None
 
 
-def test_blockhash_is_replaced_after_150_slots(local: LocalSolana) -> None:
+def test_each_slot_brings_a_blockhash_valid_for_150_slots(local: LocalSolana, parties: Parties) -> None:
     first, last_valid = local.latest_blockhash(), local.last_valid_block_height
     who = str(Keypair().pubkey())
-    while local.block_height < last_valid:
-        local.airdrop(who, 1)  # one slot each
-    assert local.latest_blockhash() == first
-    local.airdrop(who, 1)
-    assert local.latest_blockhash() != first and local.last_valid_block_height == last_valid + 151
+    local.airdrop(who, 1)  # one slot
+    assert local.latest_blockhash() != first and local.last_valid_block_height == local.block_height + 150
+    assert local.is_blockhash_valid(first) and local.last_valid_of(first) == last_valid
+    _, older = payment(local, parties.owner, parties.fee_payer, parties.recipient, 1, blockhash=first)
+    assert local.send(older)[1] is None  # an older blockhash still in its life is accepted, as on Solana
+    local.advance(last_valid - local.block_height)
+    assert local.is_blockhash_valid(first)  # its last valid height
+    local.advance(1)
+    assert not local.is_blockhash_valid(first) and local.last_valid_of(first) is None
+    _, late = payment(local, parties.owner, parties.fee_payer, parties.recipient, 1, blockhash=first)
+    assert local.send(late)[1] == "BlockhashNotFound"
+    with pytest.raises(ValueError):
+        local.advance(0)
 
 
 def test_overdraft_fails_in_the_transfer_and_pays_the_fee(local: LocalSolana, parties: Parties) -> None:

@@ -15,7 +15,7 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -118,6 +118,13 @@ class _NoBlockingReads:
 
 
 @pytest.fixture
+def agent_rpc(local: LocalSolana) -> Iterator[RpcFacade]:
+    """The agent's own RPC endpoint on the same chain: counts the client's reads apart from the router's."""
+    with RpcFacade(local) as served:
+        yield served
+
+
+@pytest.fixture
 async def router(facade: RpcFacade, keys: Keys) -> AsyncIterator[Router]:
     router = make_router(make_rail(facade, keys), keys=keys)
     async with router.lifespan():
@@ -140,10 +147,15 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
 
 
 async def test_the_async_client_pays_with_reads_made_ahead_of_signing(
-    local: LocalSolana, facade: RpcFacade, keys: Keys, router: Router, monkeypatch: pytest.MonkeyPatch
+    local: LocalSolana,
+    facade: RpcFacade,
+    keys: Keys,
+    agent_rpc: RpcFacade,
+    router: Router,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(client_module, "SyncSolanaRpc", _NoBlockingReads)
-    signer = signer_for(keys, facade)
+    signer = signer_for(keys, agent_rpc)
     wire = Wire(router.app)
     try:
         async with AsyncClient(
@@ -153,7 +165,8 @@ async def test_the_async_client_pays_with_reads_made_ahead_of_signing(
             assert response.status_code == 200, response.text
             assert response.json()["choices"][0]["message"]["content"]
             [record] = client.calls
-            assert reads(facade) == (1, 1)  # the blockhash and the mint, read once, in aprepare
+            # the mint read once, in aprepare; the blockhash is the one the router offered (extra.recentBlockhash)
+            assert reads(agent_rpc) == (0, 1)
 
             assert record.state == "settled" and record.attempts == 1 and record.settlement is not None
             assert record.settlement.success and record.settlement.network == LOCALNET.network
@@ -177,7 +190,7 @@ async def test_the_async_client_pays_with_reads_made_ahead_of_signing(
             # a second call within the blockhash's TTL: no new read at all
             again = await client.post(URL, json=chat("and once more"))
             assert again.status_code == 200, again.text
-            assert reads(facade) == (1, 1)
+            assert reads(agent_rpc) == (0, 1)
         first, second = client.calls
         assert second.state == "settled" and second.verified
         assert sent_transaction(wire.paid()[1]).message.recent_blockhash == tx.message.recent_blockhash
@@ -189,10 +202,12 @@ async def test_the_async_client_pays_with_reads_made_ahead_of_signing(
         signer.close()
 
 
-def test_the_sync_client_pays_a_stream_over_http(local: LocalSolana, facade: RpcFacade, keys: Keys) -> None:
+def test_the_sync_client_pays_a_stream_over_http(
+    local: LocalSolana, facade: RpcFacade, keys: Keys, agent_rpc: RpcFacade
+) -> None:
     router = make_router(make_rail(facade, keys), keys=keys)
     # no blockhash cache: each payment reads a fresh one (the mint is read once all the same)
-    signer = SolanaExactSigner(keys.agent, rpc_urls={LOCALNET.network: facade.url}, blockhash_ttl=0)
+    signer = SolanaExactSigner(keys.agent, rpc_urls={LOCALNET.network: agent_rpc.url}, blockhash_ttl=0)
     try:
         with (
             BackgroundServer(router.app) as server,
@@ -209,11 +224,11 @@ def test_the_sync_client_pays_a_stream_over_http(local: LocalSolana, facade: Rpc
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
             text = response.read().decode()
-            assert reads(facade) == (1, 1)  # the sync signer read them itself, in sign()
+            assert reads(agent_rpc) == (0, 1)  # the sync signer read the mint itself, in sign()
             signer.close()  # closes its connections; it stays usable
             plain = client.post(URL, json=chat("no stream this time"))
             assert plain.status_code == 200, plain.text
-            assert reads(facade) == (2, 1)
+            assert reads(agent_rpc) == (0, 1)  # the mint is known; the blockhash is offered each time
     finally:
         signer.close()
     assert "event: payment" not in text and "event: receipt" not in text  # the trailer is taken out
@@ -229,9 +244,9 @@ def test_the_sync_client_pays_a_stream_over_http(local: LocalSolana, facade: Rpc
 
 
 async def test_a_v1_challenge_is_paid_with_x_payment(
-    local: LocalSolana, facade: RpcFacade, keys: Keys, router: Router
+    local: LocalSolana, facade: RpcFacade, keys: Keys, agent_rpc: RpcFacade, router: Router
 ) -> None:
-    signer = signer_for(keys, facade)
+    signer = signer_for(keys, agent_rpc)
     wire = Wire(router.app, v1_only=True)
     try:
         async with AsyncClient(signers=[signer], policy=policy(), transport=wire, base_url=BASE) as client:
@@ -250,9 +265,9 @@ async def test_a_v1_challenge_is_paid_with_x_payment(
 
 
 async def test_a_retry_after_a_lost_response_is_refused_as_already_settled(
-    local: LocalSolana, facade: RpcFacade, keys: Keys, router: Router
+    local: LocalSolana, facade: RpcFacade, keys: Keys, agent_rpc: RpcFacade, router: Router
 ) -> None:
-    signer = signer_for(keys, facade)
+    signer = signer_for(keys, agent_rpc)
     wire = Wire(router.app, faults=("lose",))
     try:
         async with AsyncClient(signers=[signer], policy=policy(), transport=wire, base_url=BASE) as client:
@@ -291,10 +306,10 @@ def broken_router(facade: RpcFacade, keys: Keys) -> Router:
 
 
 async def test_a_failed_call_costs_nothing_and_its_retries_reuse_the_transaction(
-    local: LocalSolana, facade: RpcFacade, keys: Keys
+    local: LocalSolana, facade: RpcFacade, keys: Keys, agent_rpc: RpcFacade
 ) -> None:
     router = broken_router(facade, keys)
-    signer = signer_for(keys, facade)
+    signer = signer_for(keys, agent_rpc)
     wire = Wire(router.app)
     request = chat("this one fails", model="simulated/broken")
     try:
@@ -312,7 +327,7 @@ async def test_a_failed_call_costs_nothing_and_its_retries_reuse_the_transaction
     [record] = client.calls
     assert record.attempts == 3 and record.state == "unsettled"
     assert facade.calls["sendTransaction"] == 0 and facade.calls["simulateTransaction"] == 3
-    assert reads(facade) == (1, 1)
+    assert reads(agent_rpc) == (0, 1)
     assert balances(local, keys) == (FUNDS, 0)
     assert client.spend.charged == 0 and client.spend.open == record.usd  # settleable until it expires
     client.payer.clock = lambda: record.expires + 1
@@ -323,9 +338,9 @@ async def test_a_failed_call_costs_nothing_and_its_retries_reuse_the_transaction
 
 
 async def test_a_per_call_cap_below_the_price_refuses_before_anything_is_signed(
-    local: LocalSolana, facade: RpcFacade, keys: Keys, router: Router
+    local: LocalSolana, facade: RpcFacade, keys: Keys, agent_rpc: RpcFacade, router: Router
 ) -> None:
-    signer = signer_for(keys, facade)
+    signer = signer_for(keys, agent_rpc)
     wire = Wire(router.app)
     capped = policy(max_per_call="0.000001")
     try:
@@ -334,7 +349,7 @@ async def test_a_per_call_cap_below_the_price_refuses_before_anything_is_signed(
                 await client.post(URL, json=chat())
         assert caught.value.reason == "over_call_cap" and "nothing was signed" in str(caught.value)
         assert wire.paid() == [] and client.calls == [] and client.spend.refused == 1
-        assert reads(facade) == (0, 0)  # aprepare reads only for the entry the policy lets pay() choose
+        assert reads(agent_rpc) == (0, 0)  # aprepare reads only for the entry the policy lets pay() choose
 
         # nor does the sync client, given the router's 402: it reads only to sign
         challenge = wire.answers[0]
@@ -344,7 +359,7 @@ async def test_a_per_call_cap_below_the_price_refuses_before_anything_is_signed(
             assert not _paid(request.headers)
             return httpx.Response(402, headers=challenge.headers, content=challenge.content)
 
-        fresh = signer_for(keys, facade)  # nothing cached
+        fresh = signer_for(keys, agent_rpc)  # nothing cached
         try:
             with (
                 Client(signers=[fresh], policy=capped, transport=httpx.MockTransport(answer)) as sync,
@@ -356,7 +371,7 @@ async def test_a_per_call_cap_below_the_price_refuses_before_anything_is_signed(
         assert refused.value.reason == "over_call_cap" and sync.calls == []
     finally:
         signer.close()
-    assert reads(facade) == (0, 0)
+    assert reads(agent_rpc) == (0, 0)
     assert facade.calls["simulateTransaction"] == facade.calls["sendTransaction"] == 0
     assert balances(local, keys) == (FUNDS, 0)
 
@@ -470,8 +485,10 @@ def test_the_wallet_command_line(tmp_path: Any) -> None:
 # -- the OpenAI SDK ----------------------------------------------------------------------------
 
 
-async def test_the_openai_sdk_pays_on_solana(local: LocalSolana, facade: RpcFacade, keys: Keys, router: Router) -> None:
-    signer = signer_for(keys, facade)
+async def test_the_openai_sdk_pays_on_solana(
+    local: LocalSolana, facade: RpcFacade, keys: Keys, agent_rpc: RpcFacade, router: Router
+) -> None:
+    signer = signer_for(keys, agent_rpc)
     try:
         async with AsyncClient(
             signers=[signer],

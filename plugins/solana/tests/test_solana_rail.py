@@ -392,3 +392,94 @@ async def test_a_token_2022_mint_is_paid_end_to_end(keys):
         assert local.ata(keys.operator_address) != local.ata(keys.agent_address)
         assert local.token_balance(keys.operator_address) == record.amount
         await router.stop()
+
+
+async def test_the_challenge_offers_a_recent_blockhash_and_a_payment_must_outlive_the_call(local, facade, keys):
+    """A blockhash about to expire would let the call be served and its settlement fail: refused."""
+    router = make_router(make_rail(facade, keys), keys=keys)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(router.app), base_url="http://router") as client:
+        requirements = await challenge(client, chat())
+        offered = requirements.extra
+        assert offered["recentBlockhash"] == local.latest_blockhash()
+        assert int(offered["lastValidBlockHeight"]) == local.last_valid_block_height
+        assert isinstance(offered["blockhashProof"], str)
+        stale = header(local, requirements, keys.agent)  # signed with the offered blockhash
+        local.advance(51)  # 150 - 51 = 99 slots left: under the 100 the call and its settlement need
+        response = await client.post(URL, json=chat(), headers={"payment-signature": stale})
+        assert response.status_code == 402 and reason(response) == c.ERR_BLOCKHASH_EXPIRING
+        assert "slots" in response.json()["message"]
+        fresh = await challenge(client, chat())  # a new challenge offers the new blockhash
+        assert fresh.extra["recentBlockhash"] == local.latest_blockhash() != offered["recentBlockhash"]
+        paid = await client.post(URL, json=chat(), headers={"payment-signature": header(local, fresh, keys.agent)})
+        assert paid.status_code == 200, paid.text
+    assert local.token_balance(keys.operator_address) == int(fresh.amount)
+    await router.stop()
+
+
+async def test_an_unknown_blockhash_is_refused_unless_vouched_for_or_accepted(local, facade, keys):
+    router = make_router(make_rail(facade, keys), keys=keys)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(router.app), base_url="http://router") as client:
+        requirements = await challenge(client, chat())
+        local.advance(1)
+        unseen = local.latest_blockhash()  # the router never read this one
+        local.advance(1)
+
+        def signed_with(blockhash: str, accepted: PaymentRequirements = requirements) -> str:
+            tx = build_transfer(requirements, keys.agent, blockhash=blockhash, decimals=6)
+            return encode_header(PaymentPayload(2, {"transaction": encode_transaction(tx)}, accepted=accepted)).decode()
+
+        response = await client.post(URL, json=chat(), headers={"payment-signature": signed_with(unseen)})
+        assert response.status_code == 402 and reason(response) == c.ERR_BLOCKHASH_UNKNOWN
+        assert "extra.recentBlockhash" in response.json()["message"]
+        # a hint the payer forged (a later expiry for the blockhash) vouches for nothing
+        forged = dict(requirements.extra, recentBlockhash=unseen, lastValidBlockHeight=str(10**9))
+        accepted = msgspec.structs.replace(requirements, extra=forged)
+        response = await client.post(URL, json=chat(), headers={"payment-signature": signed_with(unseen, accepted)})
+        assert response.status_code == 402 and reason(response) == c.ERR_BLOCKHASH_UNKNOWN
+    await router.stop()
+    # the router's own hint, echoed in `accepted`, is trusted by a router that never read it (another replica)
+    replica = make_router(make_rail(facade, keys), keys=keys)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(replica.app), base_url="http://router") as client:
+        tx = build_transfer(requirements, keys.agent, blockhash=requirements.extra["recentBlockhash"], decimals=6)
+        hinted = encode_header(
+            PaymentPayload(2, {"transaction": encode_transaction(tx)}, accepted=requirements)
+        ).decode()
+        response = await client.post(URL, json=chat(), headers={"payment-signature": hinted})
+        assert response.status_code == 200, response.text
+    await replica.stop()
+    # unknown_blockhash="accept": the operator's choice, the age left unchecked
+    lenient = make_router(make_rail(facade, keys, unknown_blockhash="accept"), keys=keys)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(lenient.app), base_url="http://router") as client:
+        requirements = await challenge(client, chat())
+        local.advance(1)
+        unseen = local.latest_blockhash()
+        local.advance(1)
+        tx = build_transfer(requirements, keys.agent, blockhash=unseen, decimals=6)
+        paid = encode_header(PaymentPayload(2, {"transaction": encode_transaction(tx)}, accepted=requirements)).decode()
+        response = await client.post(URL, json=chat(), headers={"payment-signature": paid})
+        assert response.status_code == 200, response.text
+    await lenient.stop()
+
+
+async def test_the_served_facilitator_sponsors_only_its_asset_and_answers_its_own_retry(local, facade, keys):
+    rail = make_rail(facade, keys)
+    facilitator = rail.embedded
+    assert facilitator is not None
+    await facilitator.refresh_blockhash()
+    requirements = rail.requirements(777, "https://elsewhere.example/r")
+    worthless = msgspec.structs.replace(requirements, asset=str(Keypair().pubkey()))
+    tx = build_transfer(worthless, keys.agent, blockhash=local.latest_blockhash(), decimals=6)
+    payment = PaymentPayload(2, {"transaction": encode_transaction(tx)}, accepted=worthless)
+    refused = await facilitator.settle(payment, worthless)
+    assert not refused.success and refused.errorReason == c.ERR_INVALID_REQUIREMENTS
+    assert (await facilitator.verify(payment, worthless)).invalidReason == c.ERR_INVALID_REQUIREMENTS
+    # a settle whose answer was lost (the transaction sent, the caller gone): its retry says settled
+    tx = build_transfer(requirements, keys.agent, blockhash=local.latest_blockhash(), decimals=6)
+    payment = PaymentPayload(2, {"transaction": encode_transaction(tx)}, accepted=requirements)
+    landed = await facilitator.submit(facilitator.check(payment, requirements))
+    retried = await facilitator.settle(payment, requirements)
+    assert retried.success and retried.transaction == landed.transaction
+    again = await facilitator.settle(payment, requirements)  # now answered once: a copy is a duplicate
+    assert not again.success and again.errorReason == c.ERR_DUPLICATE_SETTLEMENT
+    assert local.token_balance(keys.operator_address) == 777
+    await rail.aclose()
