@@ -328,13 +328,14 @@ def _check_compute(
 
 
 def _check_optional(keys: list[str], optional: list[CompiledInstruction]) -> list[bytes]:
+    """Instructions 4 and 5 may be Lighthouse or Memo, the 6th only Memo (the spec's layout)."""
     memos = []
     for position, ix in enumerate(optional):
         program = keys[ix.program_id_index]
-        if program not in _OPTIONAL:
-            raise _reject(
-                _UNKNOWN_OPTIONAL[position], f"instruction {position + 4} runs {program}, not Memo or Lighthouse"
-            )
+        allowed = _OPTIONAL if position < 2 else {c.MEMO_PROGRAM}
+        if program not in allowed:
+            wanted = "Memo or Lighthouse" if position < 2 else "Memo"
+            raise _reject(_UNKNOWN_OPTIONAL[position], f"instruction {position + 4} runs {program}, not {wanted}")
         if program == c.MEMO_PROGRAM:
             memos.append(bytes(ix.data))
     return memos

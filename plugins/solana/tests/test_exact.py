@@ -677,7 +677,7 @@ _FEE_PAYER_WRITABLE = AccountMeta(FEE_PAYER_KEY, is_signer=False, is_writable=Tr
         [limit_ix(), price_ix(), transfer_ix(), memo_ix(metas=[_FEE_PAYER_META])],
         [limit_ix(), price_ix(), transfer_ix(), memo_ix(metas=[readonly(OWNER), _FEE_PAYER_META])],
         [limit_ix(), price_ix(), transfer_ix(), lighthouse_ix([_FEE_PAYER_WRITABLE]), memo_ix()],
-        [limit_ix(), price_ix(), transfer_ix(), memo_ix(), lighthouse_ix(), lighthouse_ix([_FEE_PAYER_META])],
+        [limit_ix(), price_ix(), transfer_ix(), lighthouse_ix(), lighthouse_ix([_FEE_PAYER_META]), memo_ix()],
         [limit_ix(metas=[_FEE_PAYER_META]), price_ix(), transfer_ix(), memo_ix()],
         [limit_ix(), price_ix(metas=[_FEE_PAYER_WRITABLE]), transfer_ix(), memo_ix()],
         [limit_ix(), price_ix(), transfer_ix(destination=str(FEE_PAYER_KEY)), memo_ix()],
@@ -687,7 +687,7 @@ _FEE_PAYER_WRITABLE = AccountMeta(FEE_PAYER_KEY, is_signer=False, is_writable=Tr
         "memo",
         "memo-second-account",
         "lighthouse-writable",
-        "sixth-lighthouse",
+        "fifth-lighthouse",
         "compute-limit",
         "compute-price",
         "transfer-destination",
@@ -806,8 +806,14 @@ def test_memo_built_for_other_requirements() -> None:
 
 def test_memo_with_lighthouse_passes() -> None:
     req = requirements(memo="invoice-42")
-    tx = transaction([limit_ix(), price_ix(), transfer_ix(), lighthouse_ix(), memo_ix(b"invoice-42"), lighthouse_ix()])
+    tx = transaction([limit_ix(), price_ix(), transfer_ix(), lighthouse_ix(), lighthouse_ix(), memo_ix(b"invoice-42")])
     assert check(tx, req).amount == AMOUNT
+
+
+def test_the_sixth_instruction_may_only_be_a_memo() -> None:
+    """The spec: 4th and 5th Lighthouse or Memo, 6th Memo (the official Python facilitator lets Lighthouse by)."""
+    tx = transaction([limit_ix(), price_ix(), transfer_ix(), lighthouse_ix(), memo_ix(), lighthouse_ix()])
+    assert reason(tx) == c.ERR_UNKNOWN_SIXTH
 
 
 def test_unicode_memo() -> None:
