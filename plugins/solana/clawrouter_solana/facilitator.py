@@ -286,8 +286,8 @@ class EmbeddedSvmFacilitator:
                 if exc.transaction_error is None and exc.code not in (-32602, -32003):
                     raise RpcUnavailable(f"Solana RPC {self.rpc.url}: {exc}") from None
                 # refused (malformed, a bad signature, a failing preflight): unless an earlier
-                # attempt already landed it (one last look), it failed and nothing was charged
-                if exc.transaction_error != "AlreadyProcessed" and await self._landed(tx_id) is None:
+                # attempt is on chain (one last look, at any commitment), it failed: nothing charged
+                if exc.transaction_error != "AlreadyProcessed" and await self._status(tx_id) is None:
                     reason, message = simulation_reason(exc.transaction_error or exc.message)
                     return SettlementResponse(False, network, "", checked.payer, reason, errorMessage=message)
             landed = await self._confirm(tx_id, checked.blockhash)
@@ -314,14 +314,20 @@ class EmbeddedSvmFacilitator:
             for key in [k for k, t in memory.items() if now - t >= c.SETTLEMENT_TTL_SECONDS]:
                 del memory[key]
 
-    async def _landed(self, tx_id: str) -> dict[str, Any] | None:
+    async def _status(self, tx_id: str) -> dict[str, Any] | None:
+        """The transaction's status at any commitment (``processed`` included), or ``None``."""
         try:
             status = (await self.rpc.statuses([tx_id], history=True))[0]
         except (KeyError, IndexError, TypeError):
             raise RpcUnavailable(
                 f"Solana RPC {self.rpc.url}: getSignatureStatuses answer of an unexpected shape"
             ) from None
-        if not isinstance(status, dict) or status.get("confirmationStatus") not in ("confirmed", "finalized"):
+        return status if isinstance(status, dict) else None
+
+    async def _landed(self, tx_id: str) -> dict[str, Any] | None:
+        """The transaction's status once confirmed (or finalized), else ``None``."""
+        status = await self._status(tx_id)
+        if status is None or status.get("confirmationStatus") not in ("confirmed", "finalized"):
             return None
         return status
 
@@ -333,8 +339,9 @@ class EmbeddedSvmFacilitator:
             landed = await self._landed(tx_id)
             if landed is not None:
                 return landed
-            if not await self.rpc.is_blockhash_valid(blockhash):
-                return await self._landed(tx_id)  # one last look: it may have landed meanwhile
+            # expired and nowhere on chain (at any commitment): it never will be
+            if not await self.rpc.is_blockhash_valid(blockhash) and await self._status(tx_id) is None:
+                return None
             if self.clock() > deadline:
                 raise RpcUnavailable(f"{tx_id} not confirmed within {self.confirm_timeout:.0f} s")
             await asyncio.sleep(delay)

@@ -483,3 +483,113 @@ async def test_the_served_facilitator_sponsors_only_its_asset_and_answers_its_ow
     assert not again.success and again.errorReason == c.ERR_DUPLICATE_SETTLEMENT
     assert local.token_balance(keys.operator_address) == 777
     await rail.aclose()
+
+
+class _Scripted:
+    """A node whose answers per method follow a script (the last one repeats); counts calls."""
+
+    def __init__(self, script):
+        self.script = {method: list(answers) for method, answers in script.items()}
+        self.calls: list[str] = []
+
+    async def start(self):
+        pass
+
+    async def aclose(self):
+        pass
+
+    async def prewarm(self, url):
+        pass
+
+    async def post(self, url, headers, body, timeouts):
+        from solana_env import _Answer
+
+        requests = json.loads(body)
+        requests = requests if isinstance(requests, list) else [requests]
+        answers = []
+        for request in requests:
+            method = request["method"]
+            self.calls.append(method)
+            queue = self.script[method]
+            answer = queue.pop(0) if len(queue) > 1 else queue[0]
+            answers.append({"jsonrpc": "2.0", "id": request["id"], **answer})
+        return _Answer(json.dumps(answers if len(answers) > 1 else answers[0]).encode())
+
+
+def _status(commitment):
+    value = (
+        None
+        if commitment is None
+        else {"slot": 9, "confirmations": None, "err": None, "confirmationStatus": commitment}
+    )
+    return {"result": {"context": {"slot": 9}, "value": [value]}}
+
+
+async def test_a_transaction_processed_as_its_blockhash_expires_is_confirmed_not_failed(local, keys):
+    """Seen at 'processed' when its blockhash has just expired: it is on chain and will confirm."""
+    from clawrouter_solana.facilitator import EmbeddedSvmFacilitator
+    from clawrouter_solana.rpc import SolanaRpc
+
+    node = _Scripted(
+        {
+            "getSignatureStatuses": [_status(None), _status("processed"), _status("processed"), _status("confirmed")],
+            "sendTransaction": [{"result": "sent"}],
+            "isBlockhashValid": [{"result": {"context": {"slot": 9}, "value": False}}],
+        }
+    )
+    facilitator = EmbeddedSvmFacilitator(LOCALNET, SolanaRpc("http://node", transport=node), [keys.fee_payer])
+    requirements = PaymentRequirements(
+        "exact",
+        LOCALNET.network,
+        "5",
+        LOCALNET.usdc,
+        keys.operator_address,
+        60,
+        {"feePayer": str(keys.fee_payer.pubkey())},
+    )
+    tx = build_transfer(requirements, keys.agent, blockhash=local.latest_blockhash(), decimals=6)
+    checked = facilitator.check(PaymentPayload(2, {"transaction": encode_transaction(tx)}), requirements)
+    response = await facilitator.submit(checked)
+    assert response.success, response
+    assert node.calls.count("sendTransaction") == 1 and node.calls[-1] == "getSignatureStatuses"
+
+
+async def test_a_refused_send_of_an_unconfirmed_earlier_attempt_waits_for_it(local, keys):
+    """A retry's send is refused (its blockhash expired) while the first attempt sits at 'processed'."""
+    from clawrouter_solana.facilitator import EmbeddedSvmFacilitator
+    from clawrouter_solana.rpc import SolanaRpc
+
+    refused = {
+        "error": {
+            "code": -32002,
+            "message": "Transaction simulation failed: Blockhash not found",
+            "data": {"err": "BlockhashNotFound", "logs": []},
+        }
+    }
+    node = _Scripted(
+        {
+            "getSignatureStatuses": [_status(None), _status("processed"), _status("confirmed")],
+            "sendTransaction": [refused],
+            "isBlockhashValid": [{"result": {"context": {"slot": 9}, "value": False}}],
+        }
+    )
+    facilitator = EmbeddedSvmFacilitator(LOCALNET, SolanaRpc("http://node", transport=node), [keys.fee_payer])
+    requirements = PaymentRequirements(
+        "exact",
+        LOCALNET.network,
+        "5",
+        LOCALNET.usdc,
+        keys.operator_address,
+        60,
+        {"feePayer": str(keys.fee_payer.pubkey())},
+    )
+    tx = build_transfer(requirements, keys.agent, blockhash=local.latest_blockhash(), decimals=6)
+    checked = facilitator.check(PaymentPayload(2, {"transaction": encode_transaction(tx)}), requirements)
+    assert (await facilitator.submit(checked)).success
+    # and with no earlier attempt anywhere, the same refusal is a failure (nothing charged)
+    node = _Scripted(
+        {"getSignatureStatuses": [_status(None)], "sendTransaction": [refused], "isBlockhashValid": [{"result": False}]}
+    )
+    facilitator = EmbeddedSvmFacilitator(LOCALNET, SolanaRpc("http://node", transport=node), [keys.fee_payer])
+    failed = await facilitator.submit(checked)
+    assert not failed.success and failed.errorReason == c.ERR_SIMULATION_FAILED
