@@ -525,71 +525,48 @@ def _status(commitment):
     return {"result": {"context": {"slot": 9}, "value": [value]}}
 
 
-async def test_a_transaction_processed_as_its_blockhash_expires_is_confirmed_not_failed(local, keys):
-    """Seen at 'processed' when its blockhash has just expired: it is on chain and will confirm."""
+async def _submit_against(node: _Scripted, local, keys):
+    """Settle a payment (verified elsewhere) through ``node``."""
     from clawrouter_solana.facilitator import EmbeddedSvmFacilitator
     from clawrouter_solana.rpc import SolanaRpc
 
-    node = _Scripted(
-        {
-            "getSignatureStatuses": [_status(None), _status("processed"), _status("processed"), _status("confirmed")],
-            "sendTransaction": [{"result": "sent"}],
-            "isBlockhashValid": [{"result": {"context": {"slot": 9}, "value": False}}],
-        }
-    )
     facilitator = EmbeddedSvmFacilitator(LOCALNET, SolanaRpc("http://node", transport=node), [keys.fee_payer])
-    requirements = PaymentRequirements(
-        "exact",
-        LOCALNET.network,
-        "5",
-        LOCALNET.usdc,
-        keys.operator_address,
-        60,
-        {"feePayer": str(keys.fee_payer.pubkey())},
-    )
+    extra = {"feePayer": str(keys.fee_payer.pubkey())}
+    requirements = PaymentRequirements("exact", LOCALNET.network, "5", LOCALNET.usdc, keys.operator_address, 60, extra)
     tx = build_transfer(requirements, keys.agent, blockhash=local.latest_blockhash(), decimals=6)
     checked = facilitator.check(PaymentPayload(2, {"transaction": encode_transaction(tx)}), requirements)
-    response = await facilitator.submit(checked)
+    return await facilitator.submit(checked)
+
+
+_EXPIRED = {"result": {"context": {"slot": 9}, "value": False}}
+_REFUSED = {
+    "error": {
+        "code": -32002,
+        "message": "Transaction simulation failed: Blockhash not found",
+        "data": {"err": "BlockhashNotFound", "logs": []},
+    }
+}
+
+
+async def test_a_transaction_processed_as_its_blockhash_expires_is_confirmed_not_failed(local, keys):
+    """Seen at 'processed' when its blockhash has just expired: it is on chain and will confirm."""
+    statuses = [_status(None), _status("processed"), _status("processed"), _status("confirmed")]
+    node = _Scripted(
+        {"getSignatureStatuses": statuses, "sendTransaction": [{"result": "sent"}], "isBlockhashValid": [_EXPIRED]}
+    )
+    response = await _submit_against(node, local, keys)
     assert response.success, response
     assert node.calls.count("sendTransaction") == 1 and node.calls[-1] == "getSignatureStatuses"
 
 
 async def test_a_refused_send_of_an_unconfirmed_earlier_attempt_waits_for_it(local, keys):
     """A retry's send is refused (its blockhash expired) while the first attempt sits at 'processed'."""
-    from clawrouter_solana.facilitator import EmbeddedSvmFacilitator
-    from clawrouter_solana.rpc import SolanaRpc
-
-    refused = {
-        "error": {
-            "code": -32002,
-            "message": "Transaction simulation failed: Blockhash not found",
-            "data": {"err": "BlockhashNotFound", "logs": []},
-        }
-    }
+    statuses = [_status(None), _status("processed"), _status("confirmed")]
+    node = _Scripted({"getSignatureStatuses": statuses, "sendTransaction": [_REFUSED], "isBlockhashValid": [_EXPIRED]})
+    assert (await _submit_against(node, local, keys)).success
+    # with no earlier attempt anywhere, the same refusal is a failure (nothing charged)
     node = _Scripted(
-        {
-            "getSignatureStatuses": [_status(None), _status("processed"), _status("confirmed")],
-            "sendTransaction": [refused],
-            "isBlockhashValid": [{"result": {"context": {"slot": 9}, "value": False}}],
-        }
+        {"getSignatureStatuses": [_status(None)], "sendTransaction": [_REFUSED], "isBlockhashValid": [_EXPIRED]}
     )
-    facilitator = EmbeddedSvmFacilitator(LOCALNET, SolanaRpc("http://node", transport=node), [keys.fee_payer])
-    requirements = PaymentRequirements(
-        "exact",
-        LOCALNET.network,
-        "5",
-        LOCALNET.usdc,
-        keys.operator_address,
-        60,
-        {"feePayer": str(keys.fee_payer.pubkey())},
-    )
-    tx = build_transfer(requirements, keys.agent, blockhash=local.latest_blockhash(), decimals=6)
-    checked = facilitator.check(PaymentPayload(2, {"transaction": encode_transaction(tx)}), requirements)
-    assert (await facilitator.submit(checked)).success
-    # and with no earlier attempt anywhere, the same refusal is a failure (nothing charged)
-    node = _Scripted(
-        {"getSignatureStatuses": [_status(None)], "sendTransaction": [refused], "isBlockhashValid": [{"result": False}]}
-    )
-    facilitator = EmbeddedSvmFacilitator(LOCALNET, SolanaRpc("http://node", transport=node), [keys.fee_payer])
-    failed = await facilitator.submit(checked)
+    failed = await _submit_against(node, local, keys)
     assert not failed.success and failed.errorReason == c.ERR_SIMULATION_FAILED
