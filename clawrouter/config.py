@@ -135,6 +135,8 @@ class PaymentsConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
 class StateConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     backend: str = "memory"
     url: str = ""
+    #: the namespace of this router's keys in a shared backend (Redis)
+    prefix: str = "clawrouter:"
 
 
 class LedgerConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

@@ -1,0 +1,205 @@
+"""The Redis state backend against a real Redis (127.0.0.1:6379), alone and under two routers.
+
+Without Redis the tests skip with the reason, except under ``CI=true``, where they fail:
+CI must run everything. Each test uses its own key prefix and deletes its keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from clawrouter_redis.plugin import RedisStateFactory
+from clawrouter_redis.state import RedisState
+
+from clawrouter import hookimpl
+from clawrouter.config import ConfigError, load_config
+from clawrouter.errors import ServiceUnavailable
+from clawrouter.payments import (
+    PaymentPayload,
+    PaymentRequired,
+    PaymentRequirements,
+    SettlementResponse,
+    VerifiedPayment,
+    encode_header,
+)
+from clawrouter.router import Router
+
+URL = "redis://127.0.0.1:6379/0"
+CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    if not _redis_up():
+        reason = "Redis is not running on 127.0.0.1:6379 (start it: see the `env` tool's python-svc page)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true: every test must run)", pytrace=False)
+        pytest.skip(reason)
+    name = f"clawrouter-test:{uuid.uuid4().hex}:"
+    yield name
+    cleaner = RedisState(URL, prefix="")
+    keys = [k async for k in cleaner.client.scan_iter(match=name + "*")]
+    if keys:
+        await cleaner.client.delete(*keys)
+    await cleaner.aclose()
+
+
+async def test_lock_marker_release_and_expiry(prefix):
+    one, two = RedisState(URL, prefix=prefix), RedisState(URL, prefix=prefix)  # two replicas' clients
+    try:
+        assert await one.ping()
+        assert await one.acquire("pay:1", 30) is True
+        assert await two.acquire("pay:1", 30) is False  # held, by another replica
+        assert await two.get("pay:1") == "locked"
+        await one.set("pay:1", "settled", 30)  # the settled marker replaces the lock
+        assert await two.get("pay:1") == "settled" and await two.acquire("pay:1", 30) is False
+        await two.release("pay:1")
+        assert await one.get("pay:1") is None and await one.acquire("pay:1", 0.05) is True
+        await asyncio.sleep(0.15)  # a holder that died: its lock frees itself
+        assert await two.acquire("pay:1", 30) is True
+        assert await one.client.pttl(prefix + "pay:1") > 29_000  # namespaced, with the TTL asked
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_one_winner_among_many_concurrent_acquires(prefix):
+    replicas = [RedisState(URL, prefix=prefix) for _ in range(4)]
+    try:
+        wins = await asyncio.gather(*(replicas[i % 4].acquire("pay:race", 30) for i in range(64)))
+        assert sum(wins) == 1
+    finally:
+        for replica in replicas:
+            await replica.aclose()
+
+
+async def test_an_unreachable_redis_fails_closed():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    state = RedisState(f"redis://127.0.0.1:{port}/0", timeout=0.5)
+    try:
+        with pytest.raises(ServiceUnavailable) as caught:
+            await state.acquire("pay:1", 30)
+        assert caught.value.code == "state_unavailable" and caught.value.status == 503
+    finally:
+        await state.aclose()
+
+
+def test_configuration_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"'state.url': required by the redis backend"):
+        RedisStateFactory().create({"url": ""})
+    with pytest.raises(ConfigError, match=r"'state.url': .* is not a redis://"):
+        RedisStateFactory().create({"url": "http://user:secret@example/0"})
+    state = RedisStateFactory().create({"url": "redis://user:secret@127.0.0.1:6379/0", "prefix": "x:"})
+    assert "secret" not in repr(state) and state.prefix == "x:"
+
+
+# --- two routers sharing Redis -----------------------------------------------------------
+
+
+class Voucher:
+    """A payment rail without a chain: a payment is a nonce; settling records it (shared by the routers)."""
+
+    scheme, network = "exact", "test:redis"
+    __name__ = "voucher_rail"
+
+    def __init__(self, settled: list[str]) -> None:
+        self.settled = settled
+
+    @hookimpl
+    def register_payment_rails(self, config: Any) -> list[Any]:
+        return [self]
+
+    def requirements(self, amount: int, resource: str) -> PaymentRequirements:
+        return PaymentRequirements(self.scheme, self.network, str(amount), "TUSD", "operator", 60)
+
+    async def verify(self, payment: PaymentPayload, requirements: PaymentRequirements) -> VerifiedPayment:
+        nonce = str(payment.payload["nonce"])
+        return VerifiedPayment(
+            self.scheme, self.network, "agent", int(requirements.amount), nonce, requirements, payment
+        )
+
+    async def settle(self, payment: VerifiedPayment, charge: int) -> SettlementResponse:
+        await asyncio.sleep(0.05)  # a chain round trip: the other router's copy arrives meanwhile
+        self.settled.append(payment.payment_id)
+        return SettlementResponse(True, self.network, f"tx-{payment.payment_id}", payment.payer)
+
+
+def router(state: dict[str, Any], settled: list[str], monkeypatch: pytest.MonkeyPatch) -> Router:
+    monkeypatch.setenv("CLAWROUTER_LOAD_PLUGINS", "redis")  # this distribution's entry point only
+    monkeypatch.delenv("CLAWROUTER_DISABLE_PLUGINS", raising=False)
+    config = load_config(data={"state": state, "ledger": {"backend": "memory"}}, env={})
+    key = {"CLAWROUTER_KEY": "11" * 32}  # both replicas share the router key (quotes, receipts)
+    return Router(config, plugins=[Voucher(settled)], env=key)
+
+
+async def _accepted(client: httpx.AsyncClient) -> PaymentRequirements:
+    challenge = await client.post("/v1/chat/completions", json=CHAT)
+    assert challenge.status_code == 402
+    document = msgspec.json.decode(base64.b64decode(challenge.headers["payment-required"]), type=PaymentRequired)
+    return document.accepts[0]
+
+
+async def test_two_routers_sharing_redis_serve_a_payment_once(prefix, monkeypatch):
+    settled: list[str] = []
+    state = {"backend": "redis", "url": URL, "prefix": prefix}
+    a, b = router(state, settled, monkeypatch), router(state, settled, monkeypatch)
+    assert type(a.state).__name__ == "RedisState"
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(a.app), base_url="http://a") as to_a,
+        httpx.AsyncClient(transport=httpx.ASGITransport(b.app), base_url="http://b") as to_b,
+    ):
+        accepted = await _accepted(to_a)
+        header = encode_header(PaymentPayload(2, {"nonce": "n-1"}, accepted=accepted)).decode()
+        paid = {"payment-signature": header}
+        answers = await asyncio.gather(
+            to_a.post("/v1/chat/completions", json=CHAT, headers=paid),
+            to_b.post("/v1/chat/completions", json=CHAT, headers=paid),
+        )
+        assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
+        # after settlement, the marker in Redis refuses the copy on either router
+        again = await to_b.post("/v1/chat/completions", json=CHAT, headers=paid)
+        assert again.status_code == 402 and again.json()["code"] == "invalid_exact_evm_nonce_already_used"
+    assert settled == ["n-1"]
+    await a.stop()
+    await b.stop()
+
+
+async def test_a_router_whose_redis_is_down_refuses_paid_requests_with_503(monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settled: list[str] = []
+    down = router({"backend": "redis", "url": f"redis://127.0.0.1:{port}/0"}, settled, monkeypatch)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(down.app), base_url="http://down") as client:
+        accepted = await _accepted(client)
+        header = encode_header(PaymentPayload(2, {"nonce": "n-2"}, accepted=accepted)).decode()
+        response = await client.post("/v1/chat/completions", json=CHAT, headers={"payment-signature": header})
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "state_unavailable"
+        assert response.headers["retry-after"] == "5"
+    assert settled == []  # nothing served, nothing charged
+    await down.stop()
+
+
+def test_the_backend_is_chosen_from_config(monkeypatch):
+    with pytest.raises(ConfigError, match=r"'state.url': required by the redis backend"):
+        router({"backend": "redis"}, [], monkeypatch)
