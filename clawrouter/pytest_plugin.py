@@ -12,6 +12,10 @@
   with ``url``), stopped by its pid after the test. The environment is the
   test's minus every ``CLAWROUTER_*`` variable, plus ``env``.
 
+And two helpers: :func:`require_service` (skip a test when a local service it
+needs is not listening, fail it under ``CI=true``) and :class:`VoucherRail` (a
+payment rail without a chain, for testing what a backend does with payments).
+
 Example::
 
     async def test_my_provider(clawrouter_router, clawrouter_client):
@@ -35,13 +39,23 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .hookspecs import hookimpl
+
 if TYPE_CHECKING:
     import httpx
 
     from .router import Router
 
 
-__all__ = ["ServedRouter", "clawrouter_client", "clawrouter_router", "clawrouter_serve", "free_port"]
+__all__ = [
+    "ServedRouter",
+    "VoucherRail",
+    "clawrouter_client",
+    "clawrouter_router",
+    "clawrouter_serve",
+    "free_port",
+    "require_service",
+]
 
 
 def free_port() -> int:
@@ -49,6 +63,69 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def require_service(host: str, port: int, what: str) -> None:
+    """Skip the calling test when nothing listens on ``host:port`` (``what`` names the
+    service); under ``CI=true`` fail it instead, so CI can never pass by skipping."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return
+    except OSError:
+        pass
+    reason = f"{what} is not running on {host}:{port}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: every test must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+class VoucherRail:
+    """A payment rail without a chain, for tests of what surrounds payments (state, ledger).
+
+    A payment's payload is ``{"nonce": ...}``: the nonce is its id; every payment
+    verifies, for the quoted amount, and stays settleable for ten minutes;
+    ``settle`` waits ``delay`` seconds (a chain's round trip) and appends the
+    nonce to ``settled``. Register it as a plugin object: ``Router(config,
+    plugins=[VoucherRail(settled)])``.
+    """
+
+    scheme = "exact"
+    __name__ = "voucher_rail"
+
+    def __init__(self, settled: list[str], *, network: str = "test:voucher", delay: float = 0.0) -> None:
+        self.network = network
+        self.settled = settled
+        self.delay = delay
+
+    def requirements(self, amount: int, resource: str) -> Any:
+        from .payments import PaymentRequirements
+
+        return PaymentRequirements(self.scheme, self.network, str(amount), "TUSD", "operator", 60)
+
+    async def verify(self, payment: Any, requirements: Any) -> Any:
+        from .payments import PaymentRejected, VerifiedPayment
+
+        nonce = payment.payload.get("nonce")
+        if not isinstance(nonce, str) or not nonce:
+            raise PaymentRejected("a voucher needs a nonce", code="invalid_payload")
+        amount, expires = int(requirements.amount), int(time.time()) + 600
+        return VerifiedPayment(
+            self.scheme, self.network, "agent", amount, nonce, requirements, payment, expires=expires
+        )
+
+    async def settle(self, payment: Any, charge: int) -> Any:
+        import asyncio
+
+        from .payments import SettlementResponse
+
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.settled.append(payment.payment_id)
+        return SettlementResponse(True, self.network, f"tx-{payment.payment_id}", payment.payer)
+
+    @hookimpl
+    def register_payment_rails(self, config: Any) -> list[Any]:
+        return [self]
 
 
 class ServedRouter:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -20,38 +19,24 @@ import pytest
 from clawrouter_redis.plugin import RedisStateFactory
 from clawrouter_redis.state import RedisState
 
-from clawrouter import hookimpl
 from clawrouter.config import ConfigError, load_config
 from clawrouter.errors import ServiceUnavailable
 from clawrouter.payments import (
     PaymentPayload,
     PaymentRequired,
     PaymentRequirements,
-    SettlementResponse,
-    VerifiedPayment,
     encode_header,
 )
+from clawrouter.pytest_plugin import VoucherRail, require_service
 from clawrouter.router import Router
 
 URL = "redis://127.0.0.1:6379/0"
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
 
 
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 async def prefix() -> AsyncIterator[str]:
-    if not _redis_up():
-        reason = "Redis is not running on 127.0.0.1:6379 (start it: see the `env` tool's python-svc page)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (CI=true: every test must run)", pytrace=False)
-        pytest.skip(reason)
+    require_service("127.0.0.1", 6379, "Redis")
     name = f"clawrouter-test:{uuid.uuid4().hex}:"
     yield name
     cleaner = RedisState(URL, prefix="")
@@ -115,40 +100,12 @@ def test_configuration_errors_name_the_key():
 # --- two routers sharing Redis -----------------------------------------------------------
 
 
-class Voucher:
-    """A payment rail without a chain: a payment is a nonce; settling records it (shared by the routers)."""
-
-    scheme, network = "exact", "test:redis"
-    __name__ = "voucher_rail"
-
-    def __init__(self, settled: list[str]) -> None:
-        self.settled = settled
-
-    @hookimpl
-    def register_payment_rails(self, config: Any) -> list[Any]:
-        return [self]
-
-    def requirements(self, amount: int, resource: str) -> PaymentRequirements:
-        return PaymentRequirements(self.scheme, self.network, str(amount), "TUSD", "operator", 60)
-
-    async def verify(self, payment: PaymentPayload, requirements: PaymentRequirements) -> VerifiedPayment:
-        nonce = str(payment.payload["nonce"])
-        return VerifiedPayment(
-            self.scheme, self.network, "agent", int(requirements.amount), nonce, requirements, payment
-        )
-
-    async def settle(self, payment: VerifiedPayment, charge: int) -> SettlementResponse:
-        await asyncio.sleep(0.05)  # a chain round trip: the other router's copy arrives meanwhile
-        self.settled.append(payment.payment_id)
-        return SettlementResponse(True, self.network, f"tx-{payment.payment_id}", payment.payer)
-
-
 def router(state: dict[str, Any], settled: list[str], monkeypatch: pytest.MonkeyPatch) -> Router:
     monkeypatch.setenv("CLAWROUTER_LOAD_PLUGINS", "redis")  # this distribution's entry point only
     monkeypatch.delenv("CLAWROUTER_DISABLE_PLUGINS", raising=False)
     config = load_config(data={"state": state, "ledger": {"backend": "memory"}}, env={})
     key = {"CLAWROUTER_KEY": "11" * 32}  # both replicas share the router key (quotes, receipts)
-    return Router(config, plugins=[Voucher(settled)], env=key)
+    return Router(config, plugins=[VoucherRail(settled, network="test:redis", delay=0.05)], env=key)
 
 
 async def _accepted(client: httpx.AsyncClient) -> PaymentRequirements:
