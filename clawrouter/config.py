@@ -117,6 +117,9 @@ class PaymentsConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     settlement: str = "before"
     settle_attempts: int = 3
     settle_retry_seconds: float = 30.0
+    #: with a ledger shared by replicas (PostgreSQL): how long a replica holds an intent it settles;
+    #: longer than a settlement takes (confirmation included), after which another replica takes over
+    settle_lease_seconds: float = 300.0
     simulate: bool = False
     balance_cache_seconds: float = 30.0
     quote_ttl_seconds: int = 300

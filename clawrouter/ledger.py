@@ -73,7 +73,13 @@ class Ledger(Protocol):
     async def update_intent(
         self, payment_id: str, *, status: str, transaction: str = "", error: str | None = None
     ) -> None:
-        """Record an attempt's outcome (``status`` ``pending`` counts a failed attempt)."""
+        """Record an attempt's outcome (``status`` ``pending`` counts a failed attempt). A final
+        status (``settled``, ``failed``) is never changed afterwards.
+
+        A ledger shared by replicas may also define ``claim_pending(owner, lease, limit)``
+        (lease pending intents to one replica, skipping those another holds) and accept
+        ``add_intent(intent, owner=..., lease=...)``: the settler then drains the outbox
+        through claims, so two replicas never settle one intent at once."""
         ...
 
     async def intents(self, status: str | None = None, *, since_expires: int | None = None) -> list[SettlementIntent]:
@@ -121,6 +127,8 @@ class MemoryLedger:
         self, payment_id: str, *, status: str, transaction: str = "", error: str | None = None
     ) -> None:
         old = self._intents[payment_id]
+        if old.status != "pending":  # settled and failed are final
+            return
         self._intents[payment_id] = msgspec.structs.replace(
             old, status=status, transaction=transaction, error=error, attempts=old.attempts + 1, updated=time.time()
         )
@@ -277,7 +285,7 @@ class SQLiteLedger:
     def _update_intent(self, payment_id: str, status: str, transaction: str, error: str | None) -> None:
         self._connect().execute(
             "UPDATE outbox SET status = ?, transaction_hash = ?, error = ?, attempts = attempts + 1, updated = ? "
-            "WHERE payment_id = ?",
+            "WHERE payment_id = ? AND status = 'pending'",
             (status, transaction, error, time.time(), payment_id),
         )
 

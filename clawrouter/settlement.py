@@ -17,14 +17,20 @@ is settled later. Mode ``deferred`` takes the chain off the latency path
 entirely. Intents left pending — by an outage or a crash — are settled by a
 background loop and on start-up, by any replica; a rail's settle is idempotent
 (EIP-3009 ``authorizationState``), so a settlement interrupted after its
-transaction was sent is found on chain, never sent twice.
+transaction was sent is found on chain, never sent twice. With a ledger shared
+by replicas that can lease intents (PostgreSQL's ``claim_pending``), each
+intent is held by the replica settling it (``[payments] settle_lease_seconds``):
+another one takes it over only when the lease runs out (its holder died).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import secrets
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +73,9 @@ class Settler:
         self.mode = payments.settlement
         self.attempts = payments.settle_attempts
         self.retry_interval = payments.settle_retry_seconds
+        #: this process, as the holder of the intents it settles in a ledger shared by replicas
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.lease = payments.settle_lease_seconds
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.Task[None] | None = None
         self._busy: set[str] = set()  # payment ids being settled by this process
@@ -88,7 +97,13 @@ class Settler:
             requirements=_encode(payment.requirements),
         )
         ledger = self.router.ledger
-        if not await ledger.add_intent(intent):
+        claims = callable(getattr(ledger, "claim_pending", None))  # a ledger shared by replicas
+        added = await (
+            ledger.add_intent(intent, owner=self.owner, lease=self.lease)  # type: ignore[call-arg]
+            if claims
+            else ledger.add_intent(intent)
+        )
+        if not added:
             # the same payment settled (or being settled) already: never twice
             rail = self.router.rails.get((payment.scheme, payment.network))
             reason = getattr(rail, "replay_reason", "invalid_exact_evm_nonce_already_used")
@@ -207,7 +222,11 @@ class Settler:
             if intent.status == "failed":
                 continue
             await state.set(lock_key(intent.network, intent.payment_id), SETTLED, intent.expires - now + 60)
-        for intent in await self.router.ledger.intents("pending"):
+        ledger = self.router.ledger
+        claim = getattr(ledger, "claim_pending", None)
+        # with a shared ledger, only the intents this replica could lease (none another one holds)
+        todo = await claim(self.owner, self.lease) if callable(claim) else await ledger.intents("pending")
+        for intent in todo:
             pending += 1
             await self._settle_intent(intent, self.payment_of(intent), attempts=1)
         return pending

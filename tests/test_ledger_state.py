@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from clawrouter.ledger import LedgerEntry, MemoryLedger, SQLiteLedger
 from clawrouter.state import MemoryState
 
@@ -87,3 +89,22 @@ async def test_sqlite_close_waits_for_a_query_whose_caller_was_cancelled(tmp_pat
     await ledger.aclose()
     assert seen == [True]
     assert ledger._db is None
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_final_intent_status_is_never_changed(kind, tmp_path):
+    """A late attempt (another replica's, after a lease ran out) cannot undo a settlement."""
+    from clawrouter.ledger import SettlementIntent
+
+    ledger = MemoryLedger() if kind == "memory" else SQLiteLedger(tmp_path / "ledger.sqlite3")
+    intent = SettlementIntent(
+        payment_id="p", request_id="r", scheme="exact", network="n", payer="a", amount=5, charge=4,
+        expires=0, payment=b"{}", requirements=b"{}",
+    )  # fmt: skip
+    assert await ledger.add_intent(intent)
+    await ledger.update_intent("p", status="pending", error="node down")  # a failed attempt
+    await ledger.update_intent("p", status="settled", transaction="0xabc")
+    await ledger.update_intent("p", status="failed", error="invalid_exact_evm_nonce_already_used")
+    (done,) = await ledger.intents()
+    assert (done.status, done.transaction, done.error, done.attempts) == ("settled", "0xabc", None, 2)
+    await ledger.aclose()

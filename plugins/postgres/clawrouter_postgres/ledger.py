@@ -139,9 +139,14 @@ _ADD_INTENT = (
     "ON CONFLICT (payment_id) DO NOTHING"
 )
 
+# A final status (settled, failed) is never changed again; a failed attempt (pending) keeps the claim,
+# since its owner retries, and a final status lets go of it.
 _UPDATE_INTENT = (
-    "UPDATE clawrouter_outbox SET status = %s, transaction_hash = %s, error = %s, attempts = attempts + 1, "
-    "updated = %s, claimed_by = NULL, claimed_until = NULL WHERE payment_id = %s"
+    "UPDATE clawrouter_outbox SET status = %(status)s, transaction_hash = %(transaction)s, error = %(error)s, "
+    "attempts = attempts + 1, updated = %(updated)s, "
+    "claimed_by = CASE WHEN %(status)s = 'pending' THEN claimed_by END, "
+    "claimed_until = CASE WHEN %(status)s = 'pending' THEN claimed_until END "
+    "WHERE payment_id = %(payment_id)s AND status = 'pending'"
 )
 
 # One statement, so one short transaction: lock what nobody holds (skipping rows another claim is
@@ -472,9 +477,15 @@ class PostgresLedger:
     async def update_intent(
         self, payment_id: str, *, status: str, transaction: str = "", error: str | None = None
     ) -> None:
-        """Record an attempt's outcome (``status`` ``pending`` counts a failed attempt) and let
-        go of any claim on the intent."""
-        args = (status, transaction, error, time.time(), payment_id)
+        """Record an attempt's outcome (``status`` ``pending`` counts a failed attempt and keeps
+        the claim; ``settled`` or ``failed`` is final, lets go of the claim, and is never changed)."""
+        args = {
+            "status": status,
+            "transaction": transaction,
+            "error": error,
+            "updated": time.time(),
+            "payment_id": payment_id,
+        }
 
         async def op(conn: _Conn) -> None:
             await conn.execute(_UPDATE_INTENT, args)

@@ -253,9 +253,14 @@ async def test_claims_lease_expiry_release_and_preclaimed_intents(url, schema):
         claims = await _claims(schema)
         assert claims == {"a": ("one", True), "b": ("one", True), "c": ("one", True)}
         await one.update_intent("b", status="settled", transaction="0xb")  # done: the claim goes
-        await one.update_intent("c", status="pending", error="node down")  # a failed attempt lets go too
+        await one.update_intent("c", status="pending", error="node down")  # a failed attempt: its owner retries
         assert (await _claims(schema))["b"] == (None, False)
-        assert [i.payment_id for i in await two.claim_pending("two", 30)] == ["c"]
+        assert (await _claims(schema))["c"] == ("one", True)  # still held
+        assert await two.claim_pending("two", 30) == []
+        # a final status is final: a late writer (another replica's attempt) changes nothing
+        await two.update_intent("b", status="failed", error="invalid_exact_evm_nonce_already_used")
+        (b,) = [i for i in await two.intents() if i.payment_id == "b"]
+        assert (b.status, b.transaction, b.attempts) == ("settled", "0xb", 1)
         await asyncio.sleep(0.4)  # replica one died holding "a": its lease runs out
         taken = await two.claim_pending("two", 30)
         assert [(i.payment_id, i.status) for i in taken] == [("a", "pending")]
@@ -436,3 +441,57 @@ async def test_a_router_settles_through_the_postgres_outbox(url, monkeypatch):
         ]
     finally:
         await reader.aclose()
+
+
+# --- replicas draining one outbox -----------------------------------------------------------------
+
+
+def _orphan(payment_id: str, rail: VoucherRail, **fields: Any) -> SettlementIntent:
+    """A pending intent some replica wrote and never settled (it crashed)."""
+    accepted = rail.requirements(1000, "http://r/v1/chat/completions")
+    return msgspec.structs.replace(
+        intent(payment_id, expires=int(time.time()) + 600, **fields),
+        network=rail.network,
+        payment=msgspec.json.encode(PaymentPayload(2, {"nonce": payment_id}, accepted=accepted)),
+        requirements=msgspec.json.encode(accepted),
+    )
+
+
+async def test_two_routers_drain_one_outbox_settling_each_intent_once(url, monkeypatch):
+    """Both replicas recover at start, at the same moment: each intent is claimed, so settled, once."""
+    monkeypatch.setenv("CLAWROUTER_LOAD_PLUGINS", "postgres")
+    monkeypatch.delenv("CLAWROUTER_DISABLE_PLUGINS", raising=False)
+    config = load_config(data={"ledger": {"backend": "postgres", "url": url}}, env={})
+    settled: list[str] = []  # what the chain saw, from both replicas
+    replicas = [
+        Router(
+            config,
+            plugins=[VoucherRail(settled, network="test:postgres", delay=0.02)],
+            env={"CLAWROUTER_KEY": "11" * 32},
+        )
+        for _ in range(2)
+    ]
+    rail = VoucherRail([], network="test:postgres")
+    writer = PostgresLedger(url)
+    ids = [f"n-{n:02d}" for n in range(12)]
+    try:
+        for payment_id in ids:
+            assert await writer.add_intent(_orphan(payment_id, rail))
+        # one more, held by a replica that is settling it right now (a live lease): left alone
+        assert await writer.add_intent(_orphan("held", rail), owner="elsewhere", lease=1.0)
+        await asyncio.gather(*(r.start() for r in replicas))  # each one's first recovery runs at once
+        for _ in range(250):  # bounded
+            if len(await writer.intents("settled")) == len(ids):
+                break
+            await asyncio.sleep(0.02)
+        assert sorted(settled) == ids and len(settled) == len(set(settled))  # every one, once
+        assert "held" not in settled
+        await asyncio.sleep(1.1)  # the holder died: its lease runs out, and the next recovery takes it
+        assert await replicas[1].settler.recover() == 1
+        assert await replicas[0].settler.recover() == 0
+        assert settled.count("held") == 1
+        owners = {i.payment_id: i.status for i in await writer.intents()}
+        assert set(owners.values()) == {"settled"}
+    finally:
+        await asyncio.gather(*(r.stop() for r in replicas))
+        await writer.aclose()
