@@ -79,7 +79,9 @@ class Ledger(Protocol):
         A ledger shared by replicas may also define ``claim_pending(owner, lease, limit)``
         (lease pending intents to one replica, skipping those another holds) and accept
         ``add_intent(intent, owner=..., lease=...)``: the settler then drains the outbox
-        through claims, so two replicas never settle one intent at once."""
+        through claims, so two replicas never settle one intent at once. A ledger that can
+        be unreachable may define ``async check()`` (raise a 503 when it cannot be written
+        to): the verify stage calls it before serving a paid request."""
         ...
 
     async def intents(self, status: str | None = None, *, since_expires: int | None = None) -> list[SettlementIntent]:

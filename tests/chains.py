@@ -93,6 +93,17 @@ def anvil_chain() -> Iterator[Any]:
         yield chain
 
 
+@pytest.fixture
+def anvil_wallets(anvil_chain: Any) -> tuple[Any, Any, Any]:
+    """Fresh (router key, agent, operator) on ``anvil_chain``; the agent holds 2 USDC."""
+    from clawrouter.keys import RouterKey
+
+    router_key, agent, operator = RouterKey.generate(), RouterKey.generate(), RouterKey.generate()
+    anvil_chain.fund(router_key.address, 0)
+    anvil_chain.fund(agent.address, 2_000_000)
+    return router_key, agent, operator
+
+
 def authorization_typed_data(
     chain: Any,
     payer: str,

@@ -16,7 +16,12 @@ from clawrouter.pytest_plugin import ServedRouter, free_port
 __all__ = ["Serve", "free_port", "paid_config"]
 
 
-def paid_config(tmp_path: Path, chain, pay_to: str, settlement: str = "before") -> Path:
+def paid_config(
+    tmp_path: Path, chain, pay_to: str, settlement: str = "before", *, payments: str = "", rest: str = ""
+) -> Path:
+    """A config paying on ``chain`` (anvil, eip155:84532). ``payments``: more ``[payments]`` lines;
+    ``rest``: more tables, replacing the SQLite ledger when it has a ``[ledger]``."""
+    ledger = "" if "[ledger]" in rest else f'[ledger]\npath = "{tmp_path / "ledger.sqlite3"}"\n'
     path = tmp_path / "clawrouter.toml"
     path.write_text(
         f"""
@@ -25,12 +30,13 @@ pay_to = "{pay_to}"
 networks = ["eip155:84532"]
 settlement = "{settlement}"
 settle_retry_seconds = 0.5
+{payments}
 
 [payments.evm."eip155:84532"]
 rpc_url = "{chain.rpc_url}"
 
-[ledger]
-path = "{tmp_path / "ledger.sqlite3"}"
+{ledger}
+{rest}
 """
     )
     return path

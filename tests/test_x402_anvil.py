@@ -12,23 +12,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from chains import anvil_chain  # noqa: F401 - a fixture
+from chains import anvil_chain, anvil_wallets  # noqa: F401 - fixtures
 from serving import Serve, paid_config
 
 from clawrouter.evm.pay import pay_exact, payment_header
-from clawrouter.keys import RouterKey
 
 pytestmark = pytest.mark.slow
 
 URL = "/v1/chat/completions"
 
 
-@pytest.fixture
-def wallets(anvil_chain):  # noqa: F811
-    router_key, agent, operator = RouterKey.generate(), RouterKey.generate(), RouterKey.generate()
-    anvil_chain.fund(router_key.address, 0)
-    anvil_chain.fund(agent.address, 2_000_000)
-    return router_key, agent, operator
+wallets = anvil_wallets  # a fixture: (router key, agent with 2 USDC, operator)
 
 
 def _transfers_to(chain, address: str) -> list:

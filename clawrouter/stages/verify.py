@@ -89,6 +89,9 @@ class VerifyMiddleware:
                 await self._refresh()
                 raise self._challenge(amount, resource, digest, "payment required")
             payload = decode_payment_header(header)
+            check = getattr(router.ledger, "check", None)
+            if check is not None:  # a ledger that can be down (PostgreSQL): never serve what could not be settled
+                await check()
             rail = router.rails.get(payload.pair())
             if rail is None:
                 raise PaymentRejected(

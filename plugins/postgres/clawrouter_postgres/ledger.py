@@ -249,6 +249,7 @@ class PostgresLedger:
         self._pool: AsyncConnectionPool[_Conn] | None = None
         self._open_lock = asyncio.Lock()
         self._migrated = False
+        self._checked = float("-inf")  # when check() last succeeded (monotonic)
         self._pending: list[LedgerEntry] = []
         self._flush_lock = asyncio.Lock()
         self._flushing: asyncio.Task[None] | None = None  # the flush still waiting to start
@@ -326,6 +327,19 @@ class PostgresLedger:
             headers=[(b"retry-after", b"5")],
             transient=transient,
         )
+
+    async def check(self) -> None:
+        """Raise a 503 ``ledger_unavailable`` unless PostgreSQL answers (``SELECT 1``; a success
+        is trusted for a second). The verify stage calls it before a paid request is served,
+        so that a request whose settlement could not be written is never served."""
+        if time.monotonic() - self._checked < 1.0:
+            return
+
+        async def op(conn: _Conn) -> None:
+            await conn.execute("SELECT 1")
+
+        await self._run("check", op)
+        self._checked = time.monotonic()
 
     # --- the schema ---------------------------------------------------------------------
 

@@ -495,3 +495,32 @@ async def test_two_routers_drain_one_outbox_settling_each_intent_once(url, monke
     finally:
         await asyncio.gather(*(r.stop() for r in replicas))
         await writer.aclose()
+
+
+async def test_a_router_whose_postgres_is_down_refuses_paid_requests_before_serving(monkeypatch):
+    """The verify stage checks the ledger first: nothing is served that could not be settled."""
+    monkeypatch.setenv("CLAWROUTER_LOAD_PLUGINS", "postgres")
+    monkeypatch.delenv("CLAWROUTER_DISABLE_PLUGINS", raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    config = load_config(
+        data={"ledger": {"backend": "postgres", "url": f"postgresql://postgres@127.0.0.1:{port}/test"}}, env={}
+    )
+    settled: list[str] = []
+    router = Router(config, plugins=[VoucherRail(settled, network="test:postgres")], env={"CLAWROUTER_KEY": "11" * 32})
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(router.app), base_url="http://r") as client:
+            challenge = await client.post("/v1/chat/completions", json=CHAT)
+            assert challenge.status_code == 402  # a quote needs no ledger
+            required = msgspec.json.decode(
+                base64.b64decode(challenge.headers["payment-required"]), type=PaymentRequired
+            )
+            header = encode_header(PaymentPayload(2, {"nonce": "n-9"}, accepted=required.accepts[0])).decode()
+            paid = await client.post("/v1/chat/completions", json=CHAT, headers={"payment-signature": header})
+            assert paid.status_code == 503, paid.text
+            assert paid.json()["error"]["code"] == "ledger_unavailable" and paid.headers["retry-after"] == "5"
+            assert "choices" not in paid.text
+    finally:
+        await router.stop()
+    assert settled == []
