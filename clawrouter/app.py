@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import msgspec
 
 from . import __version__
 from .context import SCOPE_KEY, RequestContext
-from .errors import ClawError, MethodNotAllowed, NotFound, json_response
+from .errors import ClawError, MethodNotAllowed, NotFound, Unauthorized, json_response
 from .events import Event
 from .pricing import usd
 from .stages import AuthMiddleware, ExecuteApp, RouteMiddleware, SettleMiddleware, VerifyMiddleware
@@ -54,6 +57,7 @@ def _local_path(scope: Scope) -> str:
 
 
 FACILITATOR = "/-/x402/"
+ADMIN_LIMITS = "/-/admin/limits"
 RECEIPTS = "/-/receipts/"
 
 #: x402 and clawrouter headers a browser client must be allowed to send and to read
@@ -116,6 +120,8 @@ class RouterApp:
                 if receipt is None:
                     raise NotFound(f"no receipt {path[len(RECEIPTS) :]!r}", code="receipt_not_found")
                 await json_response(send, 200, encode(receipt))
+            elif path == ADMIN_LIMITS:
+                await self._admin_limits(scope, receive, send, method)
             elif self.facilitator is not None and path.startswith(FACILITATOR):
                 child = dict(scope)
                 child["root_path"] = scope.get("root_path", "") + FACILITATOR[:-1]
@@ -128,6 +134,36 @@ class RouterApp:
             log.exception("unhandled error on %s %s", method, path)
             with contextlib.suppress(Exception):  # fails if the response had already started
                 await ClawError("internal error").send(send)
+
+    async def _admin_limits(self, scope: Scope, receive: Receive, send: Send, method: str) -> None:
+        """``GET`` (``?payer=`` / ``?key=`` adds that subject's usage) or ``PUT`` the limits in
+        force, with the admin key (``[limits] admin_key_sha256``) as bearer token."""
+        limits = self.router.limits
+        if limits is None or not limits.base.admin_key_sha256:
+            raise NotFound("no admin endpoint: set [limits] admin_key_sha256", code="not_found")
+        token = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                text = value.decode("latin-1").strip()
+                token = text[7:].strip() if text[:7].lower() == "bearer " else text
+        if not limits.admin(token):
+            raise Unauthorized(
+                "the admin key is required (Authorization: Bearer <admin key>)", code="invalid_admin_key"
+            )
+        if method == "PUT":
+            from .facilitator import _read_body
+
+            current = await limits.replace(await _read_body(scope, receive, 64 * 1024))
+        elif method == "GET":
+            current = await limits.current()
+        else:
+            raise MethodNotAllowed(f"{method} {ADMIN_LIMITS} is not allowed; use GET or PUT")
+        document: dict[str, Any] = {"limits": msgspec.structs.replace(current, admin_key_sha256="")}
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        for kind, field in (("payer", "payer"), ("key", "key")):
+            for name in query.get(field, []):
+                document.setdefault("usage", {})[f"{kind}:{name}"] = await limits.usage(kind, name)
+        await json_response(send, 200, encode(document))
 
     @staticmethod
     def _get(method: str, path: str) -> None:

@@ -25,6 +25,8 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
+from .limits import LimitsConfig
+
 __all__ = [
     "AuthConfig",
     "Config",
@@ -156,6 +158,7 @@ class Config(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     payments: PaymentsConfig = PaymentsConfig()
     state: StateConfig = StateConfig()
     ledger: LedgerConfig = LedgerConfig()
+    limits: LimitsConfig = LimitsConfig()
     providers: dict[str, dict[str, Any]] = msgspec.field(default_factory=lambda: {"simulated": {"kind": "simulated"}})
     models: list[dict[str, Any]] = []
     plugins: dict[str, dict[str, Any]] = {}

@@ -61,6 +61,7 @@ class RequestContext:
         "actor",
         "attempt_started",
         "body",
+        "budget",
         "cost_pico",
         "decision",
         "error",
@@ -87,6 +88,7 @@ class RequestContext:
         self.decision: RouteDecision | None = None
         self.payment: VerifiedPayment | None = None
         self.settlement: SettlementResponse | None = None
+        self.budget: Any = None  # a limits.Reservation held against budgets
         # outcome, written by the execute stage
         self.model: Any = None  # ModelInfo that answered
         self.usage: Usage | None = None

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ServedRouter",
     "VoucherRail",
+    "check_limit_counters",
     "clawrouter_client",
     "clawrouter_router",
     "clawrouter_serve",
@@ -77,6 +78,24 @@ def require_service(host: str, port: int, what: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} (CI=true: every test must run)", pytrace=False)
     pytest.skip(reason)
+
+
+async def check_limit_counters(state: Any) -> None:
+    """The behaviour :mod:`clawrouter.limits` needs from a state backend's counters (a token
+    bucket; budget reserve, all counters or none, then commit or release): call it in a
+    backend's tests. Uses the keys ``k``, ``day`` and ``total``."""
+    assert await state.take_token("k", 1.0, 2) == 0.0
+    assert await state.take_token("k", 1.0, 2) == 0.0
+    assert 0 < await state.take_token("k", 1.0, 2) <= 1.0
+    counters = [("day", 10, 60.0), ("total", 15, 60.0)]
+    assert await state.budget_reserve(counters, 6)
+    assert not await state.budget_reserve(counters, 6)  # 12 > 10 on the day counter: nothing reserved
+    assert await state.budget_read("total") == (0, 6)
+    await state.budget_settle([("day", 60.0), ("total", 60.0)], 6, spent=True)
+    assert await state.budget_read("day") == (6, 0)
+    assert await state.budget_reserve(counters, 4)
+    await state.budget_settle([("day", 60.0), ("total", 60.0)], 4, spent=False)
+    assert await state.budget_read("total") == (6, 0)
 
 
 class VoucherRail:

@@ -28,6 +28,7 @@ from .context import Actor
 from .errors import BadRequest, ClawError, ServiceUnavailable, Unauthorized
 from .events import Event, EventBus
 from .ledger import Ledger, LedgerFactory
+from .limits import Limits
 from .payments import PaymentRail
 from .plugins import PluginError, PluginInfo, load_plugins
 from .pricing import cost_pico, micro_usd
@@ -116,6 +117,12 @@ class Router:
         self.state: StateBackend = self._pick(states, "state", self.config.state).create(
             msgspec.structs.asdict(self.config.state)
         )
+        self.limits: Limits | None = None  # budgets and rate limits, when [limits] sets any
+        if self.config.limits.active():
+            try:
+                self.limits = Limits(self.config.limits, self.state)
+            except TypeError as exc:
+                raise ConfigError(f"config key 'limits': {exc}") from None
         self._ledgers: dict[str, LedgerFactory] = self._first_by("register_ledgers", "ledgers", lambda f: f.name)
         self._ledger_factory = self._pick(self._ledgers, "ledger", self.config.ledger)
         self._ledger: Ledger | None = None

@@ -23,7 +23,10 @@ class AuthMiddleware:
             return
         ctx = get_context(scope, self.router)
         try:
-            ctx.actor = await self.router.authenticate(scope)
+            ctx.actor = actor = await self.router.authenticate(scope)
+            limits = self.router.limits
+            if limits is not None and actor.kind == "api_key":
+                await limits.rate("key", str(actor.data.get("name", actor.id)))
         except ClawError as exc:
             await ctx.fail(exc, send)
             return

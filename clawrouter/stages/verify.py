@@ -43,6 +43,9 @@ from ..wire import RouteConstraints, encode
 from .route import bound_output, header_constraints
 
 if TYPE_CHECKING:
+    from ..context import RequestContext
+    from ..limits import Reservation
+    from ..payments import VerifiedPayment
     from ..router import Router
 
 _HEADERS = (b"payment-signature", b"x-payment")
@@ -118,6 +121,13 @@ class VerifyMiddleware:
                         code=getattr(rail, "replay_reason", "invalid_exact_evm_nonce_already_used"),
                     )
                 raise Conflict("this payment is already being used by another request", code="payment_in_flight")
+            if router.limits is not None:
+                try:
+                    ctx.budget = await self._budget(ctx, verified)
+                except ClawError:
+                    await router.state.release(key)
+                    _release(rail, verified)
+                    raise
         except PaymentRejected as exc:
             await self._refresh()
             await ctx.fail(self._challenge(amount, resource, digest, exc.message, exc.code), send)
@@ -145,6 +155,9 @@ class VerifyMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
+            if router.limits is not None:
+                settled = ctx.settlement is not None and ctx.settlement.success
+                await router.limits.settle(ctx.budget, spent=settled)
             if ctx.settlement is None or not ctx.settlement.success:
                 if ctx.settlement is None:  # a failed settlement was released by the settler
                     await router.state.release(key)
@@ -178,6 +191,16 @@ class VerifyMiddleware:
             raise PaymentRejected(f"{exc}", code=exc.code) from None
         expected.extra["quote"] = token
         return expected
+
+    async def _budget(self, ctx: RequestContext, verified: VerifiedPayment) -> Reservation | None:
+        """The payer's (and the API key's) rate limit and budgets: 429 / 402 when over."""
+        limits = self.router.limits
+        assert limits is not None
+        await limits.rate("payer", verified.payer)
+        subjects = [("payer", verified.payer)]
+        if ctx.actor.kind == "api_key":
+            subjects.append(("key", str(ctx.actor.data.get("name", ctx.actor.id))))
+        return await limits.reserve(subjects, verified.amount)
 
     async def _refresh(self) -> None:
         """Let rails that put live chain data in their requirements (a Solana blockhash)

@@ -4,7 +4,10 @@ Each operation is one Redis command, atomic on the server, so no replica ever
 reads, decides and writes: ``acquire`` is ``SET key value NX PX ttl`` (only one
 replica wins a key, and it frees itself after ``ttl`` if its holder dies),
 ``set`` is ``SET key value PX ttl`` (a settled marker replacing the lock),
-``release`` is ``DEL``. Keys are namespaced with ``[state] prefix``.
+``release`` is ``DEL``. The counters of budgets and rate limits
+(:mod:`clawrouter.limits`) are one Lua script per operation: a token bucket, and
+a budget reserve (all counters or none) / settle (commit or release). Keys are
+namespaced with ``[state] prefix``.
 
 When Redis cannot be reached (or answers with an error) every operation raises
 :class:`~clawrouter.errors.ServiceUnavailable` (503 ``state_unavailable``): a
@@ -26,6 +29,47 @@ __all__ = ["RedisState"]
 _T = TypeVar("_T")
 
 
+#: a token bucket in a hash (t: tokens, ts: when, server time); refilled at ARGV[1] per second up to ARGV[2]
+_TAKE = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
+local held = redis.call('HMGET', KEYS[1], 't', 'ts')
+local tokens = math.min(burst, (tonumber(held[1]) or burst) + (now - (tonumber(held[2]) or now)) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return tostring(wait)
+"""
+
+#: budgets in hashes (s: spent, r: reserved); ARGV[1] the amount, then (cap, ttl ms) per key
+_RESERVE = """
+local amount = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local held = redis.call('HMGET', key, 's', 'r')
+  if (tonumber(held[1]) or 0) + (tonumber(held[2]) or 0) + amount > tonumber(ARGV[2 * i]) then return 0 end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('HINCRBY', key, 'r', amount)
+  redis.call('PEXPIRE', key, ARGV[2 * i + 1])
+end
+return 1
+"""
+
+_SETTLE = """
+local amount = tonumber(ARGV[1])
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    local left = redis.call('HINCRBY', key, 'r', -amount)
+    if left < 0 then redis.call('HSET', key, 'r', 0) end
+    if ARGV[2] == '1' then redis.call('HINCRBY', key, 's', amount) end
+  end
+end
+return 1
+"""
+
+
 class RedisState:
     """A :class:`clawrouter.state.StateBackend` over one Redis server (see the module docstring)."""
 
@@ -35,6 +79,9 @@ class RedisState:
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
         )
+        self._take = self.client.register_script(_TAKE)
+        self._reserve = self.client.register_script(_RESERVE)
+        self._settle = self.client.register_script(_SETTLE)
 
     def __repr__(self) -> str:  # never shows a password in the URL
         return f"RedisState(prefix={self.prefix!r})"
@@ -61,6 +108,30 @@ class RedisState:
 
     async def release(self, key: str) -> None:
         await self._do(self.client.delete(self.prefix + key))
+
+    # --- the counters of clawrouter.limits: one Lua script each, atomic on the server ------
+
+    async def take_token(self, key: str, rate: float, burst: float) -> float:
+        """Take a token from ``key``'s bucket; 0.0, or the seconds until one is there."""
+        wait = await self._do(self._take(keys=[self.prefix + key], args=[repr(rate), repr(burst)]))
+        return float(wait)
+
+    async def budget_reserve(self, counters: list[tuple[str, int, float]], amount: int) -> bool:
+        """Reserve ``amount`` on every ``(key, cap, ttl)`` counter, or on none if one would pass its cap."""
+        keys = [self.prefix + key for key, _, _ in counters]
+        args: list[str] = [str(amount)]
+        for _, cap, ttl in counters:
+            args += [str(cap), str(_ms(ttl))]
+        return bool(await self._do(self._reserve(keys=keys, args=args)))
+
+    async def budget_settle(self, counters: list[tuple[str, float]], amount: int, spent: bool) -> None:
+        """A reservation ends: its ``amount`` becomes spent (``spent``) or is released."""
+        keys = [self.prefix + key for key, _ in counters]
+        await self._do(self._settle(keys=keys, args=[str(amount), "1" if spent else "0"]))
+
+    async def budget_read(self, key: str) -> tuple[int, int]:
+        spent, reserved = await self._do(self.client.hmget(self.prefix + key, ["s", "r"]))
+        return int(spent or 0), int(reserved or 0)
 
     async def ping(self) -> bool:
         return bool(await self._do(self.client.ping()))

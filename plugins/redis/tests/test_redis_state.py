@@ -27,7 +27,7 @@ from clawrouter.payments import (
     PaymentRequirements,
     encode_header,
 )
-from clawrouter.pytest_plugin import VoucherRail, require_service
+from clawrouter.pytest_plugin import VoucherRail, check_limit_counters, require_service
 from clawrouter.router import Router
 
 URL = "redis://127.0.0.1:6379/0"
@@ -100,10 +100,15 @@ def test_configuration_errors_name_the_key():
 # --- two routers sharing Redis -----------------------------------------------------------
 
 
-def router(state: dict[str, Any], settled: list[str], monkeypatch: pytest.MonkeyPatch) -> Router:
+def router(
+    state: dict[str, Any], settled: list[str], monkeypatch: pytest.MonkeyPatch, limits: dict[str, Any] | None = None
+) -> Router:
     monkeypatch.setenv("CLAWROUTER_LOAD_PLUGINS", "redis")  # this distribution's entry point only
     monkeypatch.delenv("CLAWROUTER_DISABLE_PLUGINS", raising=False)
-    config = load_config(data={"state": state, "ledger": {"backend": "memory"}}, env={})
+    data: dict[str, Any] = {"state": state, "ledger": {"backend": "memory"}}
+    if limits is not None:
+        data["limits"] = limits
+    config = load_config(data=data, env={})
     key = {"CLAWROUTER_KEY": "11" * 32}  # both replicas share the router key (quotes, receipts)
     return Router(config, plugins=[VoucherRail(settled, network="test:redis", delay=0.05)], env=key)
 
@@ -160,3 +165,51 @@ async def test_a_router_whose_redis_is_down_refuses_paid_requests_with_503(monke
 def test_the_backend_is_chosen_from_config(monkeypatch):
     with pytest.raises(ConfigError, match=r"'state.url': required by the redis backend"):
         router({"backend": "redis"}, [], monkeypatch)
+
+
+# --- budgets and rate limits in Redis ------------------------------------------------------------
+
+
+async def test_the_limit_counters_as_lua_scripts(prefix):
+    state = RedisState(URL, prefix=prefix)
+    try:
+        await check_limit_counters(state)
+        assert 55_000 < await state.client.pttl(prefix + "day") <= 60_000
+        # many concurrent reservations of one unit against a cap of 25: exactly 25 win
+        wins = await asyncio.gather(*(state.budget_reserve([("race", 25, 60.0)], 1) for _ in range(60)))
+        assert sum(wins) == 25
+    finally:
+        await state.aclose()
+
+
+async def test_a_budget_holds_across_two_routers_under_concurrent_load(prefix, monkeypatch):
+    """Two replicas, 12 concurrent paid requests from one payer whose total budget covers 5."""
+    settled: list[str] = []
+    state = {"backend": "redis", "url": URL, "prefix": prefix}
+    limits = {"payers": {"agent": {"max_total_usd": "0"}}}  # replaced below, once the quote is known
+    a = router(state, settled, monkeypatch, limits=limits)
+    b = router(state, settled, monkeypatch, limits=limits)
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(a.app), base_url="http://a") as to_a,
+        httpx.AsyncClient(transport=httpx.ASGITransport(b.app), base_url="http://b") as to_b,
+    ):
+        accepted = await _accepted(to_a)
+        quote = int(accepted.amount)
+        budget = {"payers": {"agent": {"max_total_usd": f"{(5 * quote + quote // 2) / 1e6:.6f}"}}}
+        await a.limits.replace(msgspec.json.encode(budget))  # through Redis: B reads it too
+
+        def paid(n: int) -> dict[str, str]:
+            return {
+                "payment-signature": encode_header(PaymentPayload(2, {"nonce": f"c-{n}"}, accepted=accepted)).decode()
+            }
+
+        answers = await asyncio.gather(
+            *((to_a if n % 2 else to_b).post("/v1/chat/completions", json=CHAT, headers=paid(n)) for n in range(12))
+        )
+    codes = sorted(r.status_code for r in answers)
+    assert codes.count(200) == 5 and codes.count(402) == 7, [r.text for r in answers if r.status_code != 402]
+    assert all(r.json()["error"]["code"] == "budget_exceeded" for r in answers if r.status_code == 402)
+    assert len(settled) == 5
+    assert (await a.limits.usage("payer", "agent"))["total"]["spent_usd"] == f"{5 * quote / 1e6:g}"
+    await a.stop()
+    await b.stop()
