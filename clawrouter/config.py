@@ -142,6 +142,8 @@ class StateConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True)
     url: str = ""
     #: the namespace of this router's keys in a shared backend (Redis)
     prefix: str = "clawrouter:"
+    #: with a shared backend: how often replicas exchange routing statistics (0: never)
+    stats_sync_seconds: float = 2.0
 
 
 class LedgerConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

@@ -9,9 +9,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
+import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -141,6 +144,8 @@ class Router:
         self._rankings: dict[Any, list[ModelInfo]] = {}
         self._rankings_generation = -1
         self._started = False
+        self._stats_task: asyncio.Task[None] | None = None
+        self._replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         from .app import build_app
 
         self.app: ASGIApp = build_app(self)
@@ -566,11 +571,35 @@ class Router:
         self.events.start()
         if self.rails:
             self.settler.start()  # settles what a previous run left pending, then retries periodically
+        interval = self.config.state.stats_sync_seconds
+        if interval > 0 and callable(getattr(self.state, "publish_stats", None)):
+            self._stats_task = asyncio.get_running_loop().create_task(self._share_stats(interval))
+
+    async def sync_stats(self) -> None:
+        """Publish this replica's routing measurements to the shared state backend and absorb
+        the other replicas' (the background loop does it every ``[state] stats_sync_seconds``)."""
+        interval = self.config.state.stats_sync_seconds or 2.0
+        state: Any = self.state
+        await state.publish_stats(self._replica, msgspec.json.encode(self.stats.export()), 3 * interval)
+        others = await state.fetch_stats(self._replica)
+        self.stats.absorb(msgspec.json.decode(document) for document in others)
+
+    async def _share_stats(self, interval: float) -> None:
+        while True:
+            try:
+                await self.sync_stats()
+            except Exception as exc:  # best effort: routing goes on with this replica's own figures
+                log.warning("cannot share routing statistics: %s", exc)
+            await asyncio.sleep(interval)
 
     async def stop(self) -> None:
         if not self._started:
             return
         self._started = False
+        task, self._stats_task = self._stats_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         if self.rails:
             await self.settler.drain()
             for rail in self.rails.values():

@@ -1,6 +1,11 @@
 """Live per-model measurements that routing reads: latency, time to first token,
 error rate and rate-limit headroom.
 
+With a state backend shared by replicas (Redis), each replica publishes its
+latest samples every ``[state] stats_sync_seconds`` and absorbs the others'
+(:meth:`LiveStats.export`, :meth:`LiveStats.absorb`): routing then sees
+fleet-wide figures, still read in process (no round trip on a decision).
+
 The execute stage feeds :class:`ModelStats` after every attempt (O(1), no
 allocation beyond a fixed ring). Routing reads :class:`Snapshot` values, which
 are recomputed at most every ``refresh`` seconds, so a decision never sorts
@@ -96,19 +101,70 @@ class ModelStats:
         self.limited_until = self._clock() + (retry_after if retry_after is not None else 10.0)
         self.ratelimit = (0.0, self.ratelimit[1] if self.ratelimit else 1.0)
 
-    def refresh(self) -> None:
+    def refresh(self, remote: _Remote | None = None) -> None:
+        """Recompute the snapshot: this process's measurements, merged with the other
+        replicas' (``remote``, from :meth:`LiveStats.absorb`) when there are any."""
         snap = self.snapshot
-        snap.latency = self.latency.percentiles()
-        snap.ttft = self.ttft.percentiles()
-        total = self.errors + self.successes
-        snap.error_rate = self.errors / total if total else 0.0
-        snap.samples = self.latency.count
-        if self.limited_until > self._clock():
+        if remote is None:
+            snap.latency = self.latency.percentiles()
+            snap.ttft = self.ttft.percentiles()
+            errors, successes = self.errors, self.successes
+            snap.samples = self.latency.count
+        else:
+            latency = self.latency.values[: self.latency.count] + remote.latency
+            snap.latency = _percentiles(latency)
+            snap.ttft = _percentiles(self.ttft.values[: self.ttft.count] + remote.ttft)
+            errors, successes = self.errors + remote.errors, self.successes + remote.successes
+            snap.samples = len(latency)
+        total = errors + successes
+        snap.error_rate = errors / total if total else 0.0
+        now = self._clock()
+        if self.limited_until > now or (remote is not None and remote.headroom == 0.0):
             snap.headroom = 0.0
         elif self.ratelimit is not None and self.ratelimit[1] > 0:
             snap.headroom = max(0.0, min(1.0, self.ratelimit[0] / self.ratelimit[1]))
         else:
             snap.headroom = 1.0
+        if remote is not None:
+            snap.headroom = min(snap.headroom, remote.headroom)
+
+    def export(self, samples: int) -> dict[str, object]:
+        """The latest ``samples`` measurements and the counts, for the other replicas."""
+        return {
+            "l": _latest(self.latency, samples),
+            "t": _latest(self.ttft, samples),
+            "e": self.errors,
+            "s": self.successes,
+            "h": 0.0 if self.limited_until > self._clock() else self.snapshot.headroom,
+        }
+
+
+class _Remote:
+    """The other replicas' measurements of one model, merged."""
+
+    __slots__ = ("errors", "headroom", "latency", "successes", "ttft")
+
+    def __init__(self) -> None:
+        self.latency: list[float] = []
+        self.ttft: list[float] = []
+        self.errors = 0.0
+        self.successes = 0.0
+        self.headroom = 1.0
+
+
+def _latest(ring: _Ring, n: int) -> list[float]:
+    if ring.count < len(ring.values):
+        return ring.values[: ring.count][-n:]
+    ordered = ring.values[ring.index :] + ring.values[: ring.index]
+    return ordered[-n:]
+
+
+def _percentiles(data: list[float]) -> tuple[float, float, float] | None:
+    if not data:
+        return None
+    data = sorted(data)
+    last = len(data) - 1
+    return data[last * 50 // 100], data[last * 95 // 100], data[last * 99 // 100]
 
 
 class LiveStats:
@@ -123,6 +179,7 @@ class LiveStats:
         self._dirty = False
         self._refreshed = -math.inf
         self._expiry = math.inf  # when a rate limit ends, snapshots must change
+        self._remote: dict[str, _Remote] = {}  # the other replicas' measurements (absorb)
         self.generation = 0
 
     def model(self, model_id: str) -> ModelStats:
@@ -162,14 +219,41 @@ class LiveStats:
                 self._dirty = True
                 self._refreshed = -math.inf
             if self._dirty and now - self._refreshed >= self.refresh_every:
-                for stats in self._models.values():
-                    stats.refresh()
+                remote = self._remote
+                for model_id, stats in self._models.items():
+                    stats.refresh(remote.get(model_id))
                 pending = [s.limited_until for s in self._models.values() if s.limited_until > now]
                 self._expiry = min(pending, default=math.inf)
                 self._refreshed = now
                 self._dirty = False
                 self.generation += 1
         return self.generation
+
+    def export(self, samples: int = 64) -> dict[str, dict[str, object]]:
+        """This process's measurements of every model (the latest ``samples`` of each
+        measure), to publish for the other replicas (:meth:`absorb`)."""
+        return {model_id: stats.export(samples) for model_id, stats in self._models.items()}
+
+    def absorb(self, others: Iterable[dict[str, dict[str, object]]]) -> None:
+        """Merge the other replicas' :meth:`export` documents into what routing reads: their
+        samples join this process's in the percentiles, their counts in the error rate, and
+        the lowest headroom wins. Replaces what an earlier call absorbed."""
+        merged: dict[str, _Remote] = {}
+        for document in others:
+            for model_id, data in document.items():
+                remote = merged.get(model_id)
+                if remote is None:
+                    remote = merged[model_id] = _Remote()
+                    self.model(model_id)  # known here too, so that its snapshot is refreshed
+                remote.latency += [float(v) for v in data.get("l", ()) if isinstance(v, int | float)]  # type: ignore[attr-defined]
+                remote.ttft += [float(v) for v in data.get("t", ()) if isinstance(v, int | float)]  # type: ignore[attr-defined]
+                remote.errors += float(data.get("e", 0.0))  # type: ignore[arg-type]
+                remote.successes += float(data.get("s", 0.0))  # type: ignore[arg-type]
+                remote.headroom = min(remote.headroom, float(data.get("h", 1.0)))  # type: ignore[arg-type]
+        if merged or self._remote:
+            self._remote = merged
+            self._dirty = True
+            self._refreshed = -math.inf  # the fleet's view is news: routing sees it at once
 
     def report(self, model_ids: Iterable[str]) -> dict[str, dict[str, object]]:
         return {m: self.snapshot(m).as_dict() for m in model_ids}

@@ -158,3 +158,44 @@ def test_a_replica_killed_mid_settlement_has_it_completed_once_by_the_other(anvi
     assert len(_transfers_to(anvil_chain, operator.address)) == 1
     assert anvil_chain.usdc_balance(operator.address) == int(accepts["amount"])
     assert w3.eth.get_transaction_receipt(transaction)["status"] == 1
+
+
+def test_a_payer_budget_holds_across_replicas_under_concurrent_load(anvil_chain, wallets, shared, tmp_path):  # noqa: F811
+    """The payer may spend three calls' worth in total; twelve paid calls go to the two replicas at
+    once: three are served and settled, the others refused with 402 budget_exceeded and not charged."""
+    router_key, agent, operator = wallets
+    ledger_url, prefix = shared
+    config = replica_config(tmp_path, anvil_chain, operator.address, ledger_url, prefix)
+    a = Serve(config, router_key)
+    try:
+        challenge = httpx.post(a.url + URL, json=BODY, timeout=10)
+        accepts = json.loads(base64.b64decode(challenge.headers["payment-required"]))["accepts"][0]
+    finally:
+        a.stop()
+    quote = int(accepts["amount"])
+    limits = f"""
+[limits.payers."{agent.address.lower()}"]
+max_total_usd = "{(3 * quote + quote // 2) / 1e6:.6f}"
+"""
+    config.write_text(config.read_text() + limits)
+    a, b = Serve(config, router_key), Serve(config, router_key)
+    try:
+        challenge = httpx.post(a.url + URL, json=BODY, timeout=10)
+        accepts = json.loads(base64.b64decode(challenge.headers["payment-required"]))["accepts"][0]
+        payments = [payment_header(pay_exact(accepts, agent.private_key)) for _ in range(12)]  # fresh nonces
+
+        def send(n: int) -> httpx.Response:
+            replica = (a, b)[n % 2]
+            return httpx.post(replica.url + URL, json=BODY, headers={"PAYMENT-SIGNATURE": payments[n]}, timeout=30)
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(send, range(12)))
+    finally:
+        a.stop()
+        b.stop()
+    codes = sorted(r.status_code for r in answers)
+    assert codes.count(200) == 3 and codes.count(402) == 9, [r.text for r in answers if r.status_code != 402]
+    assert all(r.json()["error"]["code"] == "budget_exceeded" for r in answers if r.status_code == 402)
+    assert len(_transfers_to(anvil_chain, operator.address)) == 3
+    assert anvil_chain.usdc_balance(operator.address) == 3 * quote
+    assert sorted(status for status, _ in _outbox(ledger_url)) == ["settled"] * 3

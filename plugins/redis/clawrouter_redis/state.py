@@ -133,6 +133,27 @@ class RedisState:
         spent, reserved = await self._do(self.client.hmget(self.prefix + key, ["s", "r"]))
         return int(spent or 0), int(reserved or 0)
 
+    # --- routing statistics shared by replicas -----------------------------------------------
+
+    async def publish_stats(self, replica: str, document: bytes, ttl: float) -> None:
+        """Keep ``replica``'s measurements for ``ttl`` seconds (it republishes before then)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(f"{self.prefix}stats:{replica}", document, px=_ms(ttl))
+            pipe.sadd(f"{self.prefix}stats:replicas", replica)
+            await self._do(pipe.execute())
+
+    async def fetch_stats(self, exclude: str) -> list[bytes]:
+        """The other live replicas' measurements (a replica that stopped publishing is forgotten)."""
+        members: Any = await self._do(self.client.smembers(f"{self.prefix}stats:replicas"))
+        others = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members if m != exclude)
+        if not others:
+            return []
+        found = await self._do(self.client.mget([f"{self.prefix}stats:{m}" for m in others]))
+        gone = [m for m, value in zip(others, found, strict=True) if value is None]
+        if gone:
+            await self._do(self.client.srem(f"{self.prefix}stats:replicas", *gone))
+        return [value.encode() if isinstance(value, str) else value for value in found if value is not None]
+
     async def ping(self) -> bool:
         return bool(await self._do(self.client.ping()))
 

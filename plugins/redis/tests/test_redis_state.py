@@ -213,3 +213,52 @@ async def test_a_budget_holds_across_two_routers_under_concurrent_load(prefix, m
     assert (await a.limits.usage("payer", "agent"))["total"]["spent_usd"] == f"{5 * quote / 1e6:g}"
     await a.stop()
     await b.stop()
+
+
+# --- routing statistics shared by replicas -------------------------------------------------------
+
+
+async def test_replicas_see_each_others_routing_measurements(prefix, monkeypatch):
+    a = router({"backend": "redis", "url": URL, "prefix": prefix}, [], monkeypatch)
+    b = router({"backend": "redis", "url": URL, "prefix": prefix}, [], monkeypatch)
+    model = "simulated/eco"
+    for _ in range(20):
+        a.stats.success(model, 2.0, ttft=0.5)  # A measured a slow model
+    for _ in range(10):
+        a.stats.failure(model)
+    b.stats.success(model, 0.1)
+    await a.sync_stats()
+    await b.sync_stats()  # B absorbs A's measurements
+    b.stats.maybe_refresh()
+    seen = b.stats.snapshot(model)
+    assert seen.samples == 21 and seen.latency is not None and seen.latency[0] == 2.0  # the fleet's p50
+    assert 0.2 < seen.error_rate < 0.6 and seen.ttft == (0.5, 0.5, 0.5)
+    await a.sync_stats()
+    a.stats.maybe_refresh()
+    assert a.stats.snapshot(model).samples == 21  # and the other way round
+    # a replica that stopped publishing is forgotten when its entry expires
+    await a.state.client.delete(prefix + "stats:" + a._replica)
+    await b.sync_stats()
+    b.stats.maybe_refresh()
+    assert b.stats.snapshot(model).samples == 1
+    assert a._replica not in await b.state.client.smembers(prefix + "stats:replicas")
+    await a.state.aclose()  # (never started: stop() has nothing to close)
+    await b.state.aclose()
+
+
+async def test_the_sync_loop_runs_with_the_router(prefix, monkeypatch):
+    state = {"backend": "redis", "url": URL, "prefix": prefix, "stats_sync_seconds": 0.05}
+    a, b = router(state, [], monkeypatch), router(state, [], monkeypatch)
+    a.stats.success("simulated/eco", 1.5)
+    await a.start()
+    await b.start()
+    try:
+        for _ in range(100):  # bounded
+            b.stats.maybe_refresh()
+            if b.stats.snapshot("simulated/eco").samples:
+                break
+            await asyncio.sleep(0.02)
+        assert b.stats.snapshot("simulated/eco").latency == (1.5, 1.5, 1.5)
+    finally:
+        await a.stop()
+        await b.stop()
