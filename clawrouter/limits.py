@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from .state import StateBackend
 
 __all__ = ["BudgetExceeded", "Limit", "Limits", "LimitsConfig", "RateLimited", "Reservation"]
+
+log = logging.getLogger("clawrouter.limits")
 
 #: the state key holding the limits set through the admin endpoint (JSON)
 OVERRIDE_KEY = "limits:override"
@@ -71,16 +74,22 @@ class Limit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tru
         return _micro(getattr(self, name), name)
 
 
+_MAX_USD = Decimal(10) ** 12
+
+
 def _micro(value: str, name: str) -> int | None:
+    """A USD amount in micro-dollars: at most 6 decimals, 0 to 10^12."""
     if value == "":
         return None
     try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise ValueError(f"{name} must be a USD amount like '1.50', not {value!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise ValueError(f"{name} must be a non-negative USD amount, not {value!r}")
-    return int(amount.scaleb(6).to_integral_value())
+        amount = Decimal(value) if value.strip() == value else Decimal("NaN")
+        if not amount.is_finite() or amount < 0 or amount > _MAX_USD or amount != amount.quantize(Decimal("1e-6")):
+            raise ValueError
+    except (ArithmeticError, ValueError):  # InvalidOperation, Overflow: both ArithmeticError
+        raise ValueError(
+            f"{name} must be a USD amount from 0 to 10^12 with at most 6 decimals, like '1.50', not {value!r}"
+        ) from None
+    return int(amount.scaleb(6))
 
 
 class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -96,8 +105,12 @@ class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
         )
 
     def limit_for(self, kind: str, name: str) -> Limit:
-        table = self.keys if kind == "key" else self.payers
-        found = table.get(name if kind == "key" else name.lower()) or table.get(name)
+        if kind == "key":
+            found = self.keys.get(name)
+        else:
+            found = self.payers.get(name)
+            if found is None and name.startswith("0x"):  # EVM addresses compare case-insensitively
+                found = next((v for k, v in self.payers.items() if k.lower() == name), None)
         return found if found is not None else self.default
 
 
@@ -133,7 +146,11 @@ class Limits:
         if now - self._read_at < _CACHE_SECONDS:
             return self._current
         raw = await self.state.get(OVERRIDE_KEY)
-        self._current = _decode(raw) if raw else self.base
+        try:
+            self._current = _decode(raw) if raw else self.base
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:  # e.g. written by another version
+            log.error("ignoring the limits set through the admin endpoint: %s; the config's apply", exc)
+            self._current = self.base
         self._read_at = now
         return self._current
 
@@ -158,6 +175,7 @@ class Limits:
 
     async def rate(self, kind: str, name: str) -> None:
         """Take one request from ``kind`` ``name``'s bucket; raise 429 when it is empty."""
+        name = subject(kind, name)
         limit = (await self.current()).limit_for(kind, name)
         if not limit.requests_per_minute:
             return
@@ -179,6 +197,7 @@ class Limits:
         now = int(self.clock())
         day = now // _DAY
         counters: list[tuple[str, int, float]] = []
+        subjects = [(kind, subject(kind, name)) for kind, name in subjects]
         for kind, name in subjects:
             limit = limits.limit_for(kind, name)
             per_request = limit.cap("max_per_request_usd")
@@ -217,6 +236,7 @@ class Limits:
 
     async def usage(self, kind: str, name: str) -> dict[str, Any]:
         """What a subject has spent and holds reserved (for the admin endpoint)."""
+        name = subject(kind, name)
         day = int(self.clock()) // _DAY
         read = self.state.budget_read  # type: ignore[attr-defined]
         out: dict[str, Any] = {}
@@ -224,6 +244,11 @@ class Limits:
             spent, reserved = await read(key)
             out[label] = {"spent_usd": _usd(spent), "reserved_usd": _usd(reserved)}
         return out
+
+
+def subject(kind: str, name: str) -> str:
+    """How a subject is named in counters: an EVM payer address in lower case (base58 as is)."""
+    return name.lower() if kind == "payer" and name[:2].lower() == "0x" else name
 
 
 def _usd(units: int) -> str:

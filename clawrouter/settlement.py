@@ -19,8 +19,10 @@ background loop and on start-up, by any replica; a rail's settle is idempotent
 (EIP-3009 ``authorizationState``), so a settlement interrupted after its
 transaction was sent is found on chain, never sent twice. With a ledger shared
 by replicas that can lease intents (PostgreSQL's ``claim_pending``), each
-intent is held by the replica settling it (``[payments] settle_lease_seconds``):
-another one takes it over only when the lease runs out (its holder died).
+intent is held by the replica settling it (``[payments] settle_lease_seconds``,
+renewed by each failed attempt): another one takes it over only when the lease
+runs out (its holder died). Once the chain has answered, a failure to record the
+outcome is logged, never reported to the payer as a failed payment.
 """
 
 from __future__ import annotations
@@ -166,36 +168,51 @@ class Settler:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
 
     async def _finish(self, intent: SettlementIntent, payment: VerifiedPayment, response: SettlementResponse) -> None:
+        """Record the outcome. The chain has spoken: a bookkeeping failure here (the ledger or
+        the state backend unreachable) is logged, never raised, so the caller still learns
+        that it was charged; the intent stays pending and a later recovery, finding the
+        transaction on chain, records it."""
         router = self.router
         status = "settled" if response.success else "failed"
-        await router.ledger.update_intent(
-            intent.payment_id, status=status, transaction=response.transaction, error=response.errorReason
-        )
-        await router.ledger.record(
-            LedgerEntry(
-                intent.request_id,
-                "settlement",
-                {
-                    "success": response.success,
-                    "transaction": response.transaction,
-                    "network": response.network,
-                    "payer": response.payer,
-                    "amount": intent.amount,
-                    "charge": intent.charge,
-                    "error": response.errorReason,
-                },
-            )
+        entry = LedgerEntry(
+            intent.request_id,
+            "settlement",
+            {
+                "success": response.success,
+                "transaction": response.transaction,
+                "network": response.network,
+                "payer": response.payer,
+                "amount": intent.amount,
+                "charge": intent.charge,
+                "error": response.errorReason,
+            },
         )
         key = lock_key(payment.network, payment.payment_id)
+        steps: list[tuple[str, Any]] = [
+            (
+                "the ledger's intent",
+                router.ledger.update_intent(
+                    intent.payment_id, status=status, transaction=response.transaction, error=response.errorReason
+                ),
+            ),
+            ("the ledger's entry", router.ledger.record(entry)),
+        ]
         if response.success:
-            await router.state.set(key, SETTLED, max(60.0, payment.expires - time.time() + 60))
+            steps.append(
+                ("the settled marker", router.state.set(key, SETTLED, max(60.0, payment.expires - time.time() + 60)))
+            )
+            steps.append(("the receipt", router.receipts.finalize(intent.request_id, response)))
         else:
-            await router.state.release(key)
+            steps.append(("the lock's release", router.state.release(key)))
+        for what, step in steps:
+            try:
+                await step
+            except Exception as exc:
+                log.error("payment %s %s: could not record %s: %s", intent.payment_id, status, what, exc)
+        if not response.success:
             release = getattr(router.rails.get((payment.scheme, payment.network)), "release", None)
             if release is not None:
                 release(payment)
-        if response.success:
-            await router.receipts.finalize(intent.request_id, response)
 
     # --- recovery ------------------------------------------------------------------------
 

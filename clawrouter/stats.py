@@ -118,15 +118,16 @@ class ModelStats:
             snap.samples = len(latency)
         total = errors + successes
         snap.error_rate = errors / total if total else 0.0
-        now = self._clock()
-        if self.limited_until > now or (remote is not None and remote.headroom == 0.0):
-            snap.headroom = 0.0
-        elif self.ratelimit is not None and self.ratelimit[1] > 0:
-            snap.headroom = max(0.0, min(1.0, self.ratelimit[0] / self.ratelimit[1]))
-        else:
-            snap.headroom = 1.0
+        snap.headroom = self._local_headroom()
         if remote is not None:
             snap.headroom = min(snap.headroom, remote.headroom)
+
+    def _local_headroom(self) -> float:
+        if self.limited_until > self._clock():
+            return 0.0
+        if self.ratelimit is not None and self.ratelimit[1] > 0:
+            return max(0.0, min(1.0, self.ratelimit[0] / self.ratelimit[1]))
+        return 1.0
 
     def export(self, samples: int) -> dict[str, object]:
         """The latest ``samples`` measurements and the counts, for the other replicas."""
@@ -135,7 +136,7 @@ class ModelStats:
             "t": _latest(self.ttft, samples),
             "e": self.errors,
             "s": self.successes,
-            "h": 0.0 if self.limited_until > self._clock() else self.snapshot.headroom,
+            "h": self._local_headroom(),  # never the merged snapshot: replicas would echo a 429 forever
         }
 
 

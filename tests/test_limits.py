@@ -150,3 +150,49 @@ async def test_no_admin_key_no_endpoint(clawrouter_router, clawrouter_client, ra
 
 async def test_memory_counters():
     await check_limit_counters(MemoryState())
+
+
+@pytest.mark.parametrize("value", ["1e999999999", "1e5000", "0.0000015", " 1", "-0.5", "NaN", "abc"])
+async def test_amounts_outside_the_range_are_refused_not_crashed_on(value, clawrouter_router, clawrouter_client, rail):
+    with pytest.raises(ConfigError, match="max_total_usd must be a USD amount from 0 to 10\\^12"):
+        load_config(data={"limits": {"default": {"max_total_usd": value}}}, env={})
+    router = make(clawrouter_router, rail, {})
+    client = await clawrouter_client(router)
+    answer = await client.put(
+        "/-/admin/limits", headers={"authorization": f"Bearer {ADMIN}"}, json={"default": {"max_total_usd": value}}
+    )
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_limits"
+    assert (await pay(client)).status_code == 200  # the limits in force are untouched
+
+
+def test_payer_limits_match_evm_addresses_in_any_case():
+    from clawrouter.limits import subject
+
+    config = LimitsConfig(payers={"0xAbCdEf": Limit(requests_per_minute=7)})
+    assert config.limit_for("payer", subject("payer", "0xABCDEF")).requests_per_minute == 7
+    assert config.limit_for("payer", subject("payer", "0xabcdef")).requests_per_minute == 7
+    base58 = LimitsConfig(payers={"So1anaPayer": Limit(requests_per_minute=3)})
+    assert base58.limit_for("payer", subject("payer", "So1anaPayer")).requests_per_minute == 3
+    assert base58.limit_for("payer", subject("payer", "so1anapayer")).requests_per_minute == 0  # case matters
+
+
+async def test_a_settled_payment_is_reported_settled_even_if_its_bookkeeping_fails(
+    clawrouter_router, clawrouter_client, rail, monkeypatch
+):
+    """The chain has spoken: the state backend failing after the transfer must not turn the answer
+    into an error that says nothing was charged."""
+    from clawrouter.errors import ServiceUnavailable
+
+    router = make(clawrouter_router, rail, {})
+    client = await clawrouter_client(router)
+
+    async def down(*args, **kwargs):
+        raise ServiceUnavailable("redis is down", code="state_unavailable")
+
+    monkeypatch.setattr(router.state, "set", down)
+    response = await pay(client, nonce="s1")
+    assert response.status_code == 200, response.text
+    settlement = json.loads(base64.b64decode(response.headers["payment-response"]))
+    assert settlement["success"] is True and settlement["transaction"] == "tx-s1"
+    [intent] = await router.ledger.intents()
+    assert intent.status == "settled"

@@ -368,3 +368,27 @@ def test_default_rank_agrees_with_its_explained_components():
         scores = strategy.components(features, models, router.stats)
         expected = sorted(models, key=lambda m: (-scores[m.id]["score"], m.id))
         assert [m.id for m in strategy.rank(features, models, router.stats)] == [m.id for m in expected]
+
+
+def test_shared_statistics_let_a_rate_limit_expire_on_every_replica():
+    """Replicas exchanging statistics must not echo each other's headroom: a 429 seen by one clears."""
+    from clawrouter.stats import LiveStats
+
+    now = [0.0]
+    a, b = LiveStats(clock=lambda: now[0], refresh=0), LiveStats(clock=lambda: now[0], refresh=0)
+    a.rate_limited("m", 5.0)
+    b.success("m", 0.2)
+    for _ in range(3):
+        a.absorb([b.export()])
+        b.absorb([a.export()])
+        a.maybe_refresh()
+        b.maybe_refresh()
+    assert a.snapshot("m").headroom == 0.0 and b.snapshot("m").headroom == 0.0
+    now[0] = 6.0  # the rate limit is over, and the provider reports its full quota again
+    a.ratelimit("m", 100, 100)
+    for _ in range(3):
+        a.absorb([b.export()])
+        b.absorb([a.export()])
+        a.maybe_refresh()
+        b.maybe_refresh()
+    assert a.snapshot("m").headroom == 1.0 and b.snapshot("m").headroom == 1.0

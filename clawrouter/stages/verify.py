@@ -19,6 +19,7 @@ that ends without settlement releases its lock.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from ..limits import Reservation
     from ..payments import VerifiedPayment
     from ..router import Router
+
+log = logging.getLogger("clawrouter.verify")
 
 _HEADERS = (b"payment-signature", b"x-payment")
 
@@ -124,9 +127,9 @@ class VerifyMiddleware:
             if router.limits is not None:
                 try:
                     ctx.budget = await self._budget(ctx, verified)
-                except ClawError:
-                    await router.state.release(key)
+                except BaseException:  # 429, 402, the state backend down (503): nothing held stays held
                     _release(rail, verified)
+                    await router.state.release(key)
                     raise
         except PaymentRejected as exc:
             await self._refresh()
@@ -157,7 +160,15 @@ class VerifyMiddleware:
         finally:
             if router.limits is not None:
                 settled = ctx.settlement is not None and ctx.settlement.success
-                await router.limits.settle(ctx.budget, spent=settled)
+                try:
+                    await router.limits.settle(ctx.budget, spent=settled)
+                except Exception as exc:  # the state backend down: the reservation stays counted
+                    log.error(
+                        "request %s: budget reservation not %s: %s",
+                        ctx.request_id,
+                        "committed" if settled else "released",
+                        exc,
+                    )
             if ctx.settlement is None or not ctx.settlement.success:
                 if ctx.settlement is None:  # a failed settlement was released by the settler
                     await router.state.release(key)

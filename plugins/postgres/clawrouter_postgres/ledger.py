@@ -145,7 +145,8 @@ _UPDATE_INTENT = (
     "UPDATE clawrouter_outbox SET status = %(status)s, transaction_hash = %(transaction)s, error = %(error)s, "
     "attempts = attempts + 1, updated = %(updated)s, "
     "claimed_by = CASE WHEN %(status)s = 'pending' THEN claimed_by END, "
-    "claimed_until = CASE WHEN %(status)s = 'pending' THEN claimed_until END "
+    "claimed_until = CASE WHEN %(status)s <> 'pending' THEN NULL "
+    "WHEN %(renew)s::float8 > 0 THEN now() + %(renew)s::float8 * interval '1 second' ELSE claimed_until END "
     "WHERE payment_id = %(payment_id)s AND status = 'pending'"
 )
 
@@ -250,6 +251,7 @@ class PostgresLedger:
         self._open_lock = asyncio.Lock()
         self._migrated = False
         self._checked = float("-inf")  # when check() last succeeded (monotonic)
+        self._leases: dict[str, float] = {}  # payment id -> lease seconds, for the claims this process holds
         self._pending: list[LedgerEntry] = []
         self._flush_lock = asyncio.Lock()
         self._flushing: asyncio.Task[None] | None = None  # the flush still waiting to start
@@ -327,6 +329,13 @@ class PostgresLedger:
             headers=[(b"retry-after", b"5")],
             transient=transient,
         )
+
+    def _remember_lease(self, payment_id: str, lease: float) -> None:
+        """A lease this process holds, renewed by each failed attempt's ``update_intent``."""
+        if len(self._leases) > 10_000:  # bounded: the oldest are the least likely to be retried
+            for old in list(self._leases)[:1_000]:
+                del self._leases[old]
+        self._leases[payment_id] = lease
 
     async def check(self) -> None:
         """Raise a 503 ``ledger_unavailable`` unless PostgreSQL answers (``SELECT 1``; a success
@@ -486,19 +495,27 @@ class PostgresLedger:
             cursor = await conn.execute(_ADD_INTENT, args)
             return cursor.rowcount == 1
 
-        return await self._run("add_intent", op)
+        added = await self._run("add_intent", op)
+        if added and owner is not None and lease is not None:
+            self._remember_lease(intent.payment_id, lease)
+        return added
 
     async def update_intent(
         self, payment_id: str, *, status: str, transaction: str = "", error: str | None = None
     ) -> None:
         """Record an attempt's outcome (``status`` ``pending`` counts a failed attempt and keeps
-        the claim; ``settled`` or ``failed`` is final, lets go of the claim, and is never changed)."""
+        the claim, renewing a lease this process holds, as its owner retries; ``settled`` or
+        ``failed`` is final, lets go of the claim, and is never changed)."""
+        renew = self._leases.get(payment_id, 0.0) if status == "pending" else 0.0
+        if status != "pending":
+            self._leases.pop(payment_id, None)
         args = {
             "status": status,
             "transaction": transaction,
             "error": error,
             "updated": time.time(),
             "payment_id": payment_id,
+            "renew": renew,
         }
 
         async def op(conn: _Conn) -> None:
@@ -531,6 +548,8 @@ class PostgresLedger:
             return await cursor.fetchall()
 
         claimed = [_intent(r) for r in await self._run("claim_pending", op)]
+        for found in claimed:
+            self._remember_lease(found.payment_id, lease)
         return sorted(claimed, key=lambda i: (i.created, i.payment_id))
 
     # --- lifecycle ------------------------------------------------------------------------

@@ -524,3 +524,18 @@ async def test_a_router_whose_postgres_is_down_refuses_paid_requests_before_serv
     finally:
         await router.stop()
     assert settled == []
+
+
+async def test_a_failed_attempt_renews_the_lease_its_owner_holds(url, schema):
+    one, two = PostgresLedger(url), PostgresLedger(url)
+    try:
+        assert await one.add_intent(intent("r"), owner="one", lease=0.6)
+        await asyncio.sleep(0.4)
+        await one.update_intent("r", status="pending", error="node down")  # retrying: held 0.6 s more
+        await asyncio.sleep(0.4)  # 0.8 s after the claim, 0.4 s after the renewal
+        assert await two.claim_pending("two", 30) == []
+        await asyncio.sleep(0.4)  # the owner stopped retrying (it died): the lease runs out
+        assert [i.payment_id for i in await two.claim_pending("two", 30)] == ["r"]
+    finally:
+        await one.aclose()
+        await two.aclose()
