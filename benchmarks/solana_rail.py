@@ -50,13 +50,13 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from clawrouter_solana.client import SolanaExactSigner
 from clawrouter_solana.exact import build_transfer, check_transaction, encode_transaction
 from clawrouter_solana.facilitator import EmbeddedSvmFacilitator
-from clawrouter_solana.localnet import LocalSolana, RpcFacade
+from clawrouter_solana.localnet import InProcessTransport, LocalSolana, RpcFacade
 from clawrouter_solana.networks import LOCALNET
 from clawrouter_solana.rail import ExactSvmRail
 from clawrouter_solana.rpc import SolanaRpc
@@ -70,7 +70,6 @@ from clawrouter.evm.pay import pay_exact
 from clawrouter.evm.rail import ExactEvmRail, local_rail
 from clawrouter.keys import RouterKey
 from clawrouter.payments import PaymentPayload, PaymentRequirements, VerifiedPayment
-from clawrouter.upstream import Timeouts
 
 AMOUNT = 1_000  # atomic units per payment (0.001 USDC)
 BALANCE_TTL = 3600.0
@@ -88,45 +87,6 @@ VARIANTS = (
 REFERENCE = "evm-verify"
 
 
-class _Answer:
-    """The response of :class:`InProcessTransport`: the facade's whole answer at once."""
-
-    status = 200
-    headers: Mapping[str, str] = {"content-type": "application/json"}
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    async def read(self) -> bytes:
-        return self.body
-
-    async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
-        yield self.body
-
-    async def aclose(self) -> None:
-        return None
-
-
-class InProcessTransport:
-    """An upstream transport (``clawrouter.upstream.UpstreamTransport``) that hands each
-    JSON-RPC body straight to the facade's dispatcher: no socket, no HTTP."""
-
-    def __init__(self, facade: RpcFacade) -> None:
-        self.facade = facade
-
-    async def start(self) -> None:
-        return None
-
-    async def prewarm(self, url: str) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-    async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> _Answer:
-        return _Answer(self.facade.handle(body))
-
-
 class Bench:
     """The two chains, their parties and the rails under test."""
 
@@ -140,7 +100,7 @@ class Bench:
         self.rails = {
             "verify-http": self._svm_rail(SolanaRpc(self.facade.url), simulate=True),
             "verify-inproc": self._svm_rail(
-                SolanaRpc(self.facade.url, transport=InProcessTransport(self.facade)), simulate=True
+                SolanaRpc(self.facade.url, transport=InProcessTransport(self.facade.handle)), simulate=True
             ),
             "verify-nosim": self._svm_rail(SolanaRpc(self.facade.url), simulate=False),
         }

@@ -1,9 +1,10 @@
 """What the Redis state backend adds to a paid request, against the in-memory one in the same run.
 
 A paid request's state work on the verify path is: take the payment's lock
-(``acquire``: ``SET NX PX``), take a token from the payer's rate-limit bucket
-(``take_token``: a Lua script) and reserve its amount against the payer's day
-and total budgets (``budget_reserve``: a Lua script); after settlement the
+(``acquire``: ``SET NX PX``), then, at once (``Limits.admit``), take a token from
+the payer's rate-limit bucket (``take_token``: a Lua script) and reserve its
+amount against the payer's day and total budgets (``budget_reserve``: a Lua
+script); after settlement the
 budget is committed (``budget_settle``) and the settled marker set (``set``).
 
 For each backend the benchmark runs that sequence for many distinct payments,
@@ -38,8 +39,11 @@ async def one_request(state: Any, n: int, tag: str) -> tuple[float, float]:
     ]
     start = time.perf_counter()
     assert await state.acquire(f"payment:bench:{tag}:{n}", 300.0)
-    assert await state.take_token(f"rate:payer:{payer}:{tag}", 1e9, 1e9) == 0.0
-    assert await state.budget_reserve(counters, 1000)
+    # then, as Limits.admit does, the rate limit and the budget reservation at once
+    token, reserved = await asyncio.gather(
+        state.take_token(f"rate:payer:{payer}:{tag}", 1e9, 1e9), state.budget_reserve(counters, 1000)
+    )
+    assert token == 0.0 and reserved
     verified = time.perf_counter()
     await state.budget_settle([(k, t) for k, _, t in counters], 1000, True)
     await state.set(f"payment:bench:{tag}:{n}", "settled", 300.0)

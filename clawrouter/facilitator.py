@@ -39,7 +39,7 @@ from .errors import (
     Unauthorized,
     json_response,
 )
-from .payments import PaymentPayload, PaymentRequirements, SettlementResponse
+from .payments import PaymentPayload, PaymentRejected, PaymentRequirements, SettlementResponse, as_v2
 from .providers.base import ProviderError
 from .types import ASGIApp, Receive, Scope, Send
 from .upstream import AiohttpTransport, HttpxTransport, Timeouts, UpstreamResponse, UpstreamTransport, default_transport
@@ -55,6 +55,7 @@ __all__ = [
     "VerifyResponse",
     "encode_facilitator_request",
     "facilitator_app",
+    "verify_remotely",
 ]
 
 log = logging.getLogger("clawrouter.facilitator")
@@ -141,6 +142,20 @@ def encode_facilitator_request(payload: PaymentPayload, requirements: PaymentReq
 
 
 # --------------------------------------------------------------------------- remote
+
+
+async def verify_remotely(
+    facilitator: Facilitator, payment: PaymentPayload, requirements: PaymentRequirements, default_reason: str
+) -> None:
+    """A rail's check with a remote facilitator: its ``/verify`` (a v1 payment restated as v2);
+    a refusal raises :class:`PaymentRejected` with the facilitator's reason (``default_reason``
+    when it gives none)."""
+    answer = await facilitator.verify(as_v2(payment, requirements), requirements)
+    if not answer.isValid:
+        raise PaymentRejected(
+            answer.invalidMessage or f"facilitator refused the payment: {answer.invalidReason}",
+            code=answer.invalidReason or default_reason,
+        )
 
 
 _T = TypeVar("_T", VerifyResponse, SettlementResponse)

@@ -21,12 +21,14 @@ ever reads, decides and writes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import time
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -34,6 +36,7 @@ import msgspec
 from .errors import ClawError
 
 if TYPE_CHECKING:
+    from .context import Actor
     from .state import StateBackend
 
 __all__ = ["BudgetExceeded", "Limit", "Limits", "LimitsConfig", "RateLimited", "Reservation"]
@@ -77,8 +80,10 @@ class Limit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tru
 _MAX_USD = Decimal(10) ** 12
 
 
+@lru_cache(maxsize=1024)
 def _micro(value: str, name: str) -> int | None:
-    """A USD amount in micro-dollars: at most 6 decimals, 0 to 10^12."""
+    """A USD amount in micro-dollars: at most 6 decimals, 0 to 10^12 (parsed once per value:
+    :meth:`Limit.cap` is on every paid request's path)."""
     if value == "":
         return None
     try:
@@ -99,18 +104,19 @@ class LimitsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     keys: dict[str, Limit] = {}
     payers: dict[str, Limit] = {}
 
+    def __post_init__(self) -> None:
+        # payers named as counters name them (EVM addresses in lower case): one lookup per request
+        payers = {subject("payer", name): limit for name, limit in self.payers.items()}
+        msgspec.structs.force_setattr(self, "payers", payers)
+
     def active(self) -> bool:
         return bool(self.admin_key_sha256) or any(
             limit != Limit() for limit in (self.default, *self.keys.values(), *self.payers.values())
         )
 
     def limit_for(self, kind: str, name: str) -> Limit:
-        if kind == "key":
-            found = self.keys.get(name)
-        else:
-            found = self.payers.get(name)
-            if found is None and name.startswith("0x"):  # EVM addresses compare case-insensitively
-                found = next((v for k, v in self.payers.items() if k.lower() == name), None)
+        """``name``'s limit (a payer named as :func:`subject` names it), else the default."""
+        found = (self.keys if kind == "key" else self.payers).get(name)
         return found if found is not None else self.default
 
 
@@ -227,6 +233,21 @@ class Limits:
             )
         return Reservation([(key, ttl) for key, _, ttl in counters], amount)
 
+    async def admit(self, payer: str, subjects: list[tuple[str, str]], amount: int) -> Reservation | None:
+        """A verified payment's checks: ``payer``'s rate limit and the ``subjects``' budgets,
+        at once (two round trips in parallel with Redis, not one after the other). A
+        reservation made while the rate limit refused is released before the 429 is raised."""
+        rated, reserved = await asyncio.gather(
+            self.rate("payer", payer), self.reserve(subjects, amount), return_exceptions=True
+        )
+        if isinstance(rated, BaseException):
+            if isinstance(reserved, Reservation):
+                await self.settle(reserved, spent=False)
+            raise rated
+        if isinstance(reserved, BaseException):
+            raise reserved
+        return reserved
+
     async def settle(self, reservation: Reservation | None, *, spent: bool) -> None:
         """Commit (``spent``) or release a reservation, once."""
         if reservation is None or reservation.done:
@@ -244,6 +265,11 @@ class Limits:
             spent, reserved = await read(key)
             out[label] = {"spent_usd": _usd(spent), "reserved_usd": _usd(reserved)}
         return out
+
+
+def key_name(actor: Actor) -> str:
+    """The name an API-key caller is limited under: its ``[auth] api_keys`` name."""
+    return str(actor.data.get("name", actor.id))
 
 
 def subject(kind: str, name: str) -> str:

@@ -111,6 +111,8 @@ class Router:
         self.rails: dict[tuple[str, str], PaymentRail] = self._first_by(
             "register_payment_rails", "payment_rails", lambda r: (r.scheme, r.network)
         )
+        #: this process among replicas sharing a state backend and a ledger (stats, settlement leases)
+        self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         #: rails with an ``async refresh()`` to await before their requirements are asked for
         self.refreshing_rails = [r for r in self.rails.values() if callable(getattr(r, "refresh", None))]
         self._setup_payments(env)
@@ -145,7 +147,6 @@ class Router:
         self._rankings_generation = -1
         self._started = False
         self._stats_task: asyncio.Task[None] | None = None
-        self._replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         from .app import build_app
 
         self.app: ASGIApp = build_app(self)
@@ -580,8 +581,8 @@ class Router:
         the other replicas' (the background loop does it every ``[state] stats_sync_seconds``)."""
         interval = self.config.state.stats_sync_seconds or 2.0
         state: Any = self.state
-        await state.publish_stats(self._replica, msgspec.json.encode(self.stats.export()), 3 * interval)
-        others = await state.fetch_stats(self._replica)
+        await state.publish_stats(self.replica, msgspec.json.encode(self.stats.export()), 3 * interval)
+        others = await state.fetch_stats(self.replica)
         self.stats.absorb(msgspec.json.decode(document) for document in others)
 
     async def _share_stats(self, interval: float) -> None:

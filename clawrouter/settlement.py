@@ -29,10 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import secrets
-import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +72,8 @@ class Settler:
         self.mode = payments.settlement
         self.attempts = payments.settle_attempts
         self.retry_interval = payments.settle_retry_seconds
-        #: this process, as the holder of the intents it settles in a ledger shared by replicas
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        #: the holder of the intents this process settles in a ledger shared by replicas
+        self.owner = router.replica
         self.lease = payments.settle_lease_seconds
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.Task[None] | None = None

@@ -78,6 +78,8 @@ class MemoryState:
         """Take a token from ``key``'s bucket (``rate`` per second, ``burst`` at most): 0.0, or
         the seconds until one is there (nothing taken)."""
         now = time.monotonic()
+        if len(self._buckets) > 10_000:  # bounded: a bucket untouched for two minutes is full again anyway
+            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 120}
         tokens, at = self._buckets.get(key, (burst, now))
         tokens = min(burst, tokens + (now - at) * rate)
         if tokens >= 1:

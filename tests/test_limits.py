@@ -196,3 +196,15 @@ async def test_a_settled_payment_is_reported_settled_even_if_its_bookkeeping_fai
     assert settlement["success"] is True and settlement["transaction"] == "tx-s1"
     [intent] = await router.ledger.intents()
     assert intent.status == "settled"
+
+
+async def test_a_payer_over_its_rate_gets_429_and_holds_no_budget(clawrouter_router, clawrouter_client, rail):
+    """Rate limit and budget are checked at once: a reservation made as the rate limit refused is released."""
+    router = make(clawrouter_router, rail, {"payers": {"alice": {"requests_per_minute": 1, "max_total_usd": "10"}}})
+    client = await clawrouter_client(router)
+    assert (await pay(client, nonce="r1")).status_code == 200
+    refused = await pay(client, nonce="r2")
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    total = (await router.limits.usage("payer", "alice"))["total"]
+    assert total["reserved_usd"] == "0" and total["spent_usd"] != "0"
+    assert [n for n, _ in rail.settled] == ["r1"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..facilitator import Facilitator
+from ..facilitator import Facilitator, verify_remotely
 from ..payments import (
     PaymentPayload,
     PaymentRejected,
@@ -79,12 +79,7 @@ class ExactEvmRail:
                 )
         else:
             checked = check_payment(payment, requirements, self.evm)
-            answer = await self.facilitator.verify(as_v2(payment, requirements), requirements)
-            if not answer.isValid:
-                raise PaymentRejected(
-                    answer.invalidMessage or f"facilitator refused the payment: {answer.invalidReason}",
-                    code=answer.invalidReason or "invalid_payload",
-                )
+            await verify_remotely(self.facilitator, payment, requirements, "invalid_payload")
         return self._verified(checked, payment, requirements)
 
     def _verified(

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from ..context import get_context
 from ..errors import ClawError
+from ..limits import key_name
 from ..types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ class AuthMiddleware:
             ctx.actor = actor = await self.router.authenticate(scope)
             limits = self.router.limits
             if limits is not None and actor.kind == "api_key":
-                await limits.rate("key", str(actor.data.get("name", actor.id)))
+                await limits.rate("key", key_name(actor))
         except ClawError as exc:
             await ctx.fail(exc, send)
             return

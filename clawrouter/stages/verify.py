@@ -27,6 +27,7 @@ import msgspec
 from ..context import get_context
 from ..errors import ClawError, Conflict, PaymentRequired
 from ..ledger import LedgerEntry
+from ..limits import key_name
 from ..payments import (
     PaymentRail,
     PaymentRejected,
@@ -207,11 +208,10 @@ class VerifyMiddleware:
         """The payer's (and the API key's) rate limit and budgets: 429 / 402 when over."""
         limits = self.router.limits
         assert limits is not None
-        await limits.rate("payer", verified.payer)
         subjects = [("payer", verified.payer)]
         if ctx.actor.kind == "api_key":
-            subjects.append(("key", str(ctx.actor.data.get("name", ctx.actor.id))))
-        return await limits.reserve(subjects, verified.amount)
+            subjects.append(("key", key_name(ctx.actor)))
+        return await limits.admit(verified.payer, subjects, verified.amount)
 
     async def _refresh(self) -> None:
         """Let rails that put live chain data in their requirements (a Solana blockhash)

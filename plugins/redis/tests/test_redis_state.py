@@ -237,11 +237,11 @@ async def test_replicas_see_each_others_routing_measurements(prefix, monkeypatch
     a.stats.maybe_refresh()
     assert a.stats.snapshot(model).samples == 21  # and the other way round
     # a replica that stopped publishing is forgotten when its entry expires
-    await a.state.client.delete(prefix + "stats:" + a._replica)
+    await a.state.client.delete(prefix + "stats:" + a.replica)
     await b.sync_stats()
     b.stats.maybe_refresh()
     assert b.stats.snapshot(model).samples == 1
-    assert a._replica not in await b.state.client.smembers(prefix + "stats:replicas")
+    assert a.replica not in await b.state.client.smembers(prefix + "stats:replicas")
     await a.state.aclose()  # (never started: stop() has nothing to close)
     await b.state.aclose()
 

@@ -188,6 +188,7 @@ class EmbeddedSvmFacilitator:
         self._settling: set[str] = set()
         self._settled: dict[str, float] = {}  # payment id -> when (the duplicate-settlement guard)
         self._sent: dict[str, float] = {}  # payment id -> when this process sent it
+        self._cosigned: dict[str, tuple[str, str]] = {}  # payment id -> (signed transaction, its id)
 
     def __repr__(self) -> str:
         return f"<EmbeddedSvmFacilitator {self.network.network} feePayer={self.fee_payer}>"
@@ -217,9 +218,15 @@ class EmbeddedSvmFacilitator:
 
     def signed(self, checked: CheckedTransfer) -> tuple[str, str]:
         """The transaction with the fee payer's signature (base64), and its id: that
-        signature, the same however often it is signed (ed25519 is deterministic)."""
-        tx = cosign(checked.transaction, self.keys[checked.fee_payer])
-        return encode_transaction(tx), str(tx.signatures[0])
+        signature, the same however often it is signed (ed25519 is deterministic), so it is
+        signed once, at verification, and reused at settlement."""
+        found = self._cosigned.get(checked.payment_id)
+        if found is None:
+            if len(self._cosigned) >= 10_000:  # bounded: a payment settles within minutes of its verification
+                self._cosigned.clear()
+            tx = cosign(checked.transaction, self.keys[checked.fee_payer])
+            found = self._cosigned[checked.payment_id] = (encode_transaction(tx), str(tx.signatures[0]))
+        return found
 
     async def preflight(self, checked: CheckedTransfer, claimed: dict[str, Any] | None = None) -> None:
         """One RPC batch: look the transaction up (a replay), read the block height and the

@@ -44,7 +44,7 @@ import os
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -66,7 +66,7 @@ from .accounts import MINT_LEN, TOKEN_ACCOUNT_LEN, associated_token_address, min
 from .constants import TOKEN_PROGRAM, TOKEN_PROGRAMS
 from .networks import LOCAL_USDC_MINT
 
-__all__ = ["API_VERSION", "LocalSolana", "RpcFacade", "transaction_error_json"]
+__all__ = ["API_VERSION", "InProcessTransport", "LocalSolana", "RpcFacade", "transaction_error_json"]
 
 #: the Solana version the facade claims (``context.apiVersion``, ``getVersion``)
 API_VERSION = "2.2.0"
@@ -780,3 +780,43 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the facade's ``calls`` counter is its log."""
+
+
+class _Answered:
+    """A whole JSON-RPC answer, as a :class:`clawrouter.upstream.UpstreamResponse`."""
+
+    status = 200
+    headers: Mapping[str, str] = {"content-type": "application/json"}
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def read(self) -> bytes:
+        return self.body
+
+    async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
+        yield self.body
+
+    async def aclose(self) -> None:
+        return None
+
+
+class InProcessTransport:
+    """An upstream transport (:class:`clawrouter.upstream.UpstreamTransport`) that hands each
+    JSON-RPC body to ``handle`` — :meth:`RpcFacade.handle` for LiteSVM with no socket in
+    between, or a test's own node — and answers with what it returns."""
+
+    def __init__(self, handle: Callable[[bytes], bytes]) -> None:
+        self.handle = handle
+
+    async def start(self) -> None:
+        return None
+
+    async def prewarm(self, url: str) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Any) -> _Answered:
+        return _Answered(self.handle(body))

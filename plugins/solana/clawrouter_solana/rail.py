@@ -20,7 +20,7 @@ import logging
 import time
 from typing import Any
 
-from clawrouter.facilitator import Facilitator
+from clawrouter.facilitator import Facilitator, verify_remotely
 from clawrouter.payments import (
     PaymentPayload,
     PaymentRejected,
@@ -76,10 +76,14 @@ class ExactSvmRail:
             fee_payer = self.embedded.fee_payer
         self.fee_payer = fee_payer
         self.max_timeout_seconds = max_timeout_seconds
-        self._limits = {"max_unit_price": max_unit_price, "max_unit_limit": max_unit_limit}
-        self._limits["max_priority_fee"] = max_priority_fee
-        #: what this process reserved in the balance book, by payment id (released once)
-        self._reserved: dict[str, tuple[str, int]] = {}
+        self._limits = {
+            "max_unit_price": max_unit_price,
+            "max_unit_limit": max_unit_limit,
+            "max_priority_fee": max_priority_fee,
+        }
+        #: payments verified (and reserved in the balance book) by this process, not yet settled
+        #: or released: settling one needs no second check, and only these are released
+        self._held: dict[str, CheckedTransfer] = {}
 
     def requirements(self, amount: int, resource: str) -> PaymentRequirements:
         extra: dict[str, Any] = {"feePayer": self.fee_payer}
@@ -107,15 +111,10 @@ class ExactSvmRail:
                 await embedded.reserve(checked)
             except (RpcUnavailable, RpcError) as exc:  # fail closed: nothing is served unverified, nothing charged
                 raise chain_unavailable(self.network, exc) from None
-            self._reserved[checked.payment_id] = (checked.source, checked.amount)
+            self._held[checked.payment_id] = checked
         else:
             checked = check_transaction(payment, requirements, {self.fee_payer}, **self._limits)
-            answer = await self.facilitator.verify(as_v2(payment, requirements), requirements)
-            if not answer.isValid:
-                raise PaymentRejected(
-                    answer.invalidMessage or f"facilitator refused the payment: {answer.invalidReason}",
-                    code=answer.invalidReason or c.ERR_INVALID_PAYLOAD,
-                )
+            await verify_remotely(self.facilitator, payment, requirements, c.ERR_INVALID_PAYLOAD)
         return self._verified(checked, payment, requirements)
 
     def _verified(
@@ -139,22 +138,22 @@ class ExactSvmRail:
         embedded = self.embedded
         if embedded is None:
             return await self.facilitator.settle(as_v2(payment.payload, payment.requirements), payment.requirements)
-        try:
-            checked = embedded.check(payment.payload, payment.requirements)
-        except PaymentRejected as exc:  # e.g. its fee payer is no longer one of this router's keys
-            return SettlementResponse(False, self.network, "", payment.payer, exc.code, errorMessage=exc.message)
+        checked = self._held.get(payment.payment_id)
+        if checked is None:  # recovered from the outbox (another process verified it): check it again
+            try:
+                checked = embedded.check(payment.payload, payment.requirements)
+            except PaymentRejected as exc:  # e.g. its fee payer is no longer one of this router's keys
+                return SettlementResponse(False, self.network, "", payment.payer, exc.code, errorMessage=exc.message)
         response = await embedded.submit(checked)
-        if response.success:
-            reserved = self._reserved.pop(payment.payment_id, None)
-            if reserved is not None:  # a recovered payment was never reserved here
-                embedded.book.spent(*reserved)
+        if response.success and self._held.pop(payment.payment_id, None) is not None:
+            embedded.book.spent(checked.source, checked.amount)
         return response  # a failure is released once, by the settler
 
     def release(self, payment: VerifiedPayment) -> None:
         """The request failed: its reservation goes back to the payer's available balance."""
-        reserved = self._reserved.pop(payment.payment_id, None)
-        if self.embedded is not None and reserved is not None:  # a recovered payment was never reserved here
-            self.embedded.book.release(*reserved)
+        checked = self._held.pop(payment.payment_id, None)
+        if self.embedded is not None and checked is not None:  # a recovered payment was never reserved here
+            self.embedded.book.release(checked.source, checked.amount)
 
     async def aclose(self) -> None:
         close: Any = getattr(self.facilitator, "aclose", None)

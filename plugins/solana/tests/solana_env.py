@@ -10,13 +10,13 @@ process (LiteSVM with no socket in between).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from clawrouter_solana.facilitator import EmbeddedSvmFacilitator
-from clawrouter_solana.localnet import LocalSolana, RpcFacade
+from clawrouter_solana.localnet import InProcessTransport, LocalSolana, RpcFacade
 from clawrouter_solana.networks import LOCALNET
 from clawrouter_solana.rail import ExactSvmRail
 from clawrouter_solana.rpc import SolanaRpc
@@ -26,44 +26,8 @@ from clawrouter import hookimpl
 from clawrouter.config import load_config
 from clawrouter.keys import RouterKey
 from clawrouter.router import Router
-from clawrouter.upstream import Timeouts
 
 FUNDS = 1_000_000  # the agent's USDC (atomic)
-
-
-class _Answer:
-    def __init__(self, body: bytes) -> None:
-        self.status = 200
-        self.headers: Mapping[str, str] = {"content-type": "application/json"}
-        self._body = body
-
-    async def read(self) -> bytes:
-        return self._body
-
-    async def iter_chunks(self) -> AsyncGenerator[bytes, None]:
-        yield self._body
-
-    async def aclose(self) -> None:
-        pass
-
-
-class InProcessRpc:
-    """An upstream transport that hands JSON-RPC bodies to the facade without a socket."""
-
-    def __init__(self, facade: RpcFacade) -> None:
-        self.facade = facade
-
-    async def start(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
-
-    async def prewarm(self, url: str) -> None:
-        pass
-
-    async def post(self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts) -> Any:
-        return _Answer(self.facade.handle(body))
 
 
 @pytest.fixture
@@ -115,7 +79,7 @@ class Rails:
 
 
 def solana_rpc(facade: RpcFacade, rpc: str) -> SolanaRpc:
-    return SolanaRpc(facade.url, transport=InProcessRpc(facade) if rpc == "inproc" else None)
+    return SolanaRpc(facade.url, transport=InProcessTransport(facade.handle) if rpc == "inproc" else None)
 
 
 def make_rail(facade: RpcFacade, keys: Keys, rpc: str = "http", **options: Any) -> ExactSvmRail:

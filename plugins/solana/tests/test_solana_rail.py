@@ -16,6 +16,7 @@ import msgspec
 import pytest
 from clawrouter_solana import constants as c
 from clawrouter_solana.exact import build_transfer, encode_transaction
+from clawrouter_solana.localnet import InProcessTransport
 from clawrouter_solana.networks import LOCALNET
 from solana_env import FUNDS, make_rail, make_router
 from solders.keypair import Keypair
@@ -324,37 +325,15 @@ async def test_a_recovered_payment_whose_fee_payer_is_gone_fails_cleanly(local, 
     await rotated.aclose()
 
 
-class _Garbled:
-    """A node answering JSON-RPC with results of the wrong shape."""
-
-    def __init__(self, facade):
-        self.facade = facade
-
-    async def start(self):
-        pass
-
-    async def aclose(self):
-        pass
-
-    async def prewarm(self, url):
-        pass
-
-    async def post(self, url, headers, body, timeouts):
-        from solana_env import _Answer
-
-        calls = json.loads(body)
-        calls = calls if isinstance(calls, list) else [calls]
-        return _Answer(
-            json.dumps([{"jsonrpc": "2.0", "id": call["id"], "result": {"odd": True}} for call in calls]).encode()
-        )
-
-
 async def test_a_node_answering_nonsense_fails_closed(local, facade, keys):
     from clawrouter_solana.facilitator import EmbeddedSvmFacilitator
     from clawrouter_solana.rail import ExactSvmRail
     from clawrouter_solana.rpc import SolanaRpc
 
-    facilitator = EmbeddedSvmFacilitator(LOCALNET, SolanaRpc(facade.url, transport=_Garbled(facade)), [keys.fee_payer])
+    garbled = _Node(default={"result": {"odd": True}})  # answers of the wrong shape, to every call
+    facilitator = EmbeddedSvmFacilitator(
+        LOCALNET, SolanaRpc(facade.url, transport=InProcessTransport(garbled)), [keys.fee_payer]
+    )
     router = make_router(ExactSvmRail(LOCALNET, keys.operator_address, facilitator), keys=keys)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(router.app), base_url="http://router") as client:
         requirements = await challenge(client, chat())
@@ -485,35 +464,26 @@ async def test_the_served_facilitator_sponsors_only_its_asset_and_answers_its_ow
     await rail.aclose()
 
 
-class _Scripted:
-    """A node whose answers per method follow a script (the last one repeats); counts calls."""
+class _Node:
+    """A JSON-RPC node in a test: per method, a script of answers (the last one repeats), else
+    ``default``; it counts the calls. Serve it with ``InProcessTransport(node)``."""
 
-    def __init__(self, script):
-        self.script = {method: list(answers) for method, answers in script.items()}
+    def __init__(self, script=None, default=None):
+        self.script = {method: list(answers) for method, answers in (script or {}).items()}
+        self.default = default
         self.calls: list[str] = []
 
-    async def start(self):
-        pass
-
-    async def aclose(self):
-        pass
-
-    async def prewarm(self, url):
-        pass
-
-    async def post(self, url, headers, body, timeouts):
-        from solana_env import _Answer
-
+    def __call__(self, body: bytes) -> bytes:
         requests = json.loads(body)
-        requests = requests if isinstance(requests, list) else [requests]
+        batch = isinstance(requests, list)
         answers = []
-        for request in requests:
+        for request in requests if batch else [requests]:
             method = request["method"]
             self.calls.append(method)
-            queue = self.script[method]
+            queue = self.script.get(method) or [self.default]
             answer = queue.pop(0) if len(queue) > 1 else queue[0]
             answers.append({"jsonrpc": "2.0", "id": request["id"], **answer})
-        return _Answer(json.dumps(answers if len(answers) > 1 else answers[0]).encode())
+        return json.dumps(answers if batch else answers[0]).encode()
 
 
 def _status(commitment):
@@ -525,12 +495,14 @@ def _status(commitment):
     return {"result": {"context": {"slot": 9}, "value": [value]}}
 
 
-async def _submit_against(node: _Scripted, local, keys):
+async def _submit_against(node: _Node, local, keys):
     """Settle a payment (verified elsewhere) through ``node``."""
     from clawrouter_solana.facilitator import EmbeddedSvmFacilitator
     from clawrouter_solana.rpc import SolanaRpc
 
-    facilitator = EmbeddedSvmFacilitator(LOCALNET, SolanaRpc("http://node", transport=node), [keys.fee_payer])
+    facilitator = EmbeddedSvmFacilitator(
+        LOCALNET, SolanaRpc("http://node", transport=InProcessTransport(node)), [keys.fee_payer]
+    )
     extra = {"feePayer": str(keys.fee_payer.pubkey())}
     requirements = PaymentRequirements("exact", LOCALNET.network, "5", LOCALNET.usdc, keys.operator_address, 60, extra)
     tx = build_transfer(requirements, keys.agent, blockhash=local.latest_blockhash(), decimals=6)
@@ -551,7 +523,7 @@ _REFUSED = {
 async def test_a_transaction_processed_as_its_blockhash_expires_is_confirmed_not_failed(local, keys):
     """Seen at 'processed' when its blockhash has just expired: it is on chain and will confirm."""
     statuses = [_status(None), _status("processed"), _status("processed"), _status("confirmed")]
-    node = _Scripted(
+    node = _Node(
         {"getSignatureStatuses": statuses, "sendTransaction": [{"result": "sent"}], "isBlockhashValid": [_EXPIRED]}
     )
     response = await _submit_against(node, local, keys)
@@ -562,10 +534,10 @@ async def test_a_transaction_processed_as_its_blockhash_expires_is_confirmed_not
 async def test_a_refused_send_of_an_unconfirmed_earlier_attempt_waits_for_it(local, keys):
     """A retry's send is refused (its blockhash expired) while the first attempt sits at 'processed'."""
     statuses = [_status(None), _status("processed"), _status("confirmed")]
-    node = _Scripted({"getSignatureStatuses": statuses, "sendTransaction": [_REFUSED], "isBlockhashValid": [_EXPIRED]})
+    node = _Node({"getSignatureStatuses": statuses, "sendTransaction": [_REFUSED], "isBlockhashValid": [_EXPIRED]})
     assert (await _submit_against(node, local, keys)).success
     # with no earlier attempt anywhere, the same refusal is a failure (nothing charged)
-    node = _Scripted(
+    node = _Node(
         {"getSignatureStatuses": [_status(None)], "sendTransaction": [_REFUSED], "isBlockhashValid": [_EXPIRED]}
     )
     failed = await _submit_against(node, local, keys)

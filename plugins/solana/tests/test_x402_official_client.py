@@ -188,4 +188,3 @@ async def test_official_x402_svm_client_pays_clawrouter(setup: Setup) -> None:
     assert json.loads(base64.b64decode(again.headers["payment-required"]))["error"] == "duplicate_settlement"
     assert facade.calls["sendTransaction"] == sent
     assert setup.balances() == (FUNDS - quoted, quoted)
-
