@@ -7,7 +7,10 @@ exceptions become a JSON 500 with no internals (and a log line).
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,10 +20,11 @@ import msgspec
 
 from . import __version__
 from .context import SCOPE_KEY, RequestContext
-from .errors import ClawError, MethodNotAllowed, NotFound, Unauthorized, json_response
+from .errors import BadRequest, ClawError, MethodNotAllowed, NotFound, Unauthorized, json_response
 from .events import Event
 from .pricing import usd
 from .stages import AuthMiddleware, ExecuteApp, RouteMiddleware, SettleMiddleware, VerifyMiddleware
+from .telemetry import parse_window
 from .types import ASGIApp, Message, Receive, Scope, Send
 from .wire import encode
 
@@ -32,6 +36,7 @@ __all__ = ["PrefixDispatcher", "RouterApp", "build_app", "build_stack"]
 log = logging.getLogger("clawrouter.app")
 
 CHAT = "/v1/chat/completions"
+_NO_STORE = (b"cache-control", b"no-store")
 
 
 def build_stack(router: Router, endpoint: ASGIApp | None = None) -> ASGIApp:
@@ -45,7 +50,12 @@ def build_stack(router: Router, endpoint: ASGIApp | None = None) -> ASGIApp:
     app = RouteMiddleware(app, router)
     if router.rails:
         app = VerifyMiddleware(app, router)
-    return AuthMiddleware(app, router)
+    app = AuthMiddleware(app, router)
+    if router.telemetry is not None:
+        from .telemetry import TelemetryMiddleware
+
+        app = TelemetryMiddleware(app, router)
+    return app
 
 
 def _local_path(scope: Scope) -> str:
@@ -59,6 +69,7 @@ def _local_path(scope: Scope) -> str:
 FACILITATOR = "/-/x402/"
 ADMIN_LIMITS = "/-/admin/limits"
 RECEIPTS = "/-/receipts/"
+OBSERVABILITY = ("/-/metrics", "/-/stats", "/-/dashboard")
 
 #: x402 and clawrouter headers a browser client must be allowed to send and to read
 _CORS_ALLOW = b"authorization, content-type, payment-signature, x-payment, x-clawrouter-max-price, x-clawrouter-profile"
@@ -75,6 +86,10 @@ class RouterApp:
         self.facilitator: ASGIApp | None = None
         if router.config.payments.serve_facilitator:
             self.facilitator = _served_facilitator(router)
+        #: SHA-256 digests of the admin key ([server], [limits]): /-/metrics, /-/stats, /-/dashboard
+        self.admin_digests = [
+            d.lower() for d in (router.config.server.admin_key_sha256, router.config.limits.admin_key_sha256) if d
+        ]
         origins = router.config.server.cors_origins
         self.cors_any = "*" in origins
         self.cors_origins = {o.encode() for o in origins}
@@ -122,6 +137,8 @@ class RouterApp:
                 await json_response(send, 200, encode(receipt))
             elif path == ADMIN_LIMITS:
                 await self._admin_limits(scope, receive, send, method)
+            elif path in OBSERVABILITY:
+                await self._observability(scope, send, method, path)
             elif self.facilitator is not None and path.startswith(FACILITATOR):
                 child = dict(scope)
                 child["root_path"] = scope.get("root_path", "") + FACILITATOR[:-1]
@@ -164,6 +181,69 @@ class RouterApp:
             for name in query.get(field, []):
                 document.setdefault("usage", {})[f"{kind}:{name}"] = await limits.usage(kind, name)
         await json_response(send, 200, encode(document))
+
+    def _is_admin(self, scope: Scope) -> bool:
+        """Whether the request carries the admin key: ``Authorization: Bearer <key>``, or HTTP
+        Basic with the key as password (what a browser sends for the dashboard)."""
+        if not self.admin_digests:
+            return True
+        for name, value in scope["headers"]:
+            if name != b"authorization":
+                continue
+            text = value.decode("latin-1").strip()
+            scheme, _, credentials = text.partition(" ")
+            token = credentials.strip()
+            if scheme.lower() == "basic":
+                try:
+                    token = base64.b64decode(token, validate=True).decode("utf-8").partition(":")[2]
+                except (ValueError, UnicodeDecodeError):
+                    return False
+            elif scheme.lower() != "bearer":
+                token = text
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            return any(hmac.compare_digest(digest, d) for d in self.admin_digests)
+        return False
+
+    async def _observability(self, scope: Scope, send: Send, method: str, path: str) -> None:
+        """``/-/metrics`` (Prometheus), ``/-/stats?window=`` (JSON) and ``/-/dashboard`` (HTML)."""
+        self._get(method, path)
+        telemetry = self.router.telemetry
+        if telemetry is None:
+            raise NotFound(f"{path}: observability is disabled ([observability] enabled = false)", code="not_found")
+        if not self._is_admin(scope):
+            raise Unauthorized(
+                "the admin key is required (Authorization: Bearer <admin key>, or Basic with it as password)",
+                code="invalid_admin_key",
+                headers=[(b"www-authenticate", b'Basic realm="clawrouter", charset="UTF-8"')],
+            )
+        if path == "/-/metrics":
+            body = await telemetry.prometheus()
+            content_type = b"text/plain; version=0.0.4; charset=utf-8"
+        elif path == "/-/stats":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            try:
+                window = parse_window(query.get("window", [""])[0], 900, telemetry.retention)
+            except ValueError as exc:
+                raise BadRequest(str(exc), param="window", code="invalid_window") from None
+            await json_response(send, 200, encode(await telemetry.stats(window)), [_NO_STORE])
+            return
+        else:
+            from .telemetry.dashboard import page
+
+            body = page()
+            content_type = b"text/html; charset=utf-8"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", str(len(body)).encode()),
+                    _NO_STORE,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body if method == "GET" else b""})
 
     @staticmethod
     def _get(method: str, path: str) -> None:

@@ -91,5 +91,9 @@ class Breakers:
             breaker = self._by_key[key] = CircuitBreaker(self.threshold, self.cooldown, self._clock, self.tripped, key)
         return breaker
 
+    def items(self) -> list[tuple[tuple[str, str], CircuitBreaker]]:
+        """Every breaker created so far, by ``(provider, model)``."""
+        return list(self._by_key.items())
+
     def available(self, provider: str, model: str) -> bool:
         return not self.tripped or (provider, model) not in self.tripped or self.get(provider, model).available()

@@ -33,6 +33,7 @@ __all__ = [
     "ConfigError",
     "ExecutionConfig",
     "LedgerConfig",
+    "ObservabilityConfig",
     "PaymentsConfig",
     "RoutingConfig",
     "ServerConfig",
@@ -62,6 +63,9 @@ class ServerConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True
     max_body_bytes: int = 4 * 1024 * 1024
     #: origins allowed by CORS ("*": any); the x402 headers are exposed to them
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    #: SHA-256 of the admin key (``clawrouter hash-key KEY``): required by ``/-/metrics``, ``/-/stats``
+    #: and ``/-/dashboard`` when set (``[limits] admin_key_sha256`` is accepted there too)
+    admin_key_sha256: str = ""
 
 
 class RoutingConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -152,6 +156,37 @@ class LedgerConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True
     url: str = ""
 
 
+class ObservabilityConfig(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """``[observability]``: metrics, statistics, dashboard, traces and logs (docs/observability.md)."""
+
+    #: in-process metrics and statistics, ``GET /-/metrics``, ``/-/stats`` and ``/-/dashboard``
+    enabled: bool = True
+    #: OpenTelemetry traces: "" (off), "otlp" (OTLP/HTTP), "console", or "memory" (tests, benchmarks)
+    traces: str = ""
+    #: OpenTelemetry metrics pushed every ``export_interval_seconds``: "" (off), "otlp", "console"
+    metrics: str = ""
+    #: OTLP/HTTP endpoint (``/v1/traces`` and ``/v1/metrics`` are appended) and extra headers
+    otlp_endpoint: str = "http://127.0.0.1:4318"
+    otlp_headers: dict[str, str] = {}
+    service_name: str = "clawrouter"
+    #: the share of new traces recorded (a caller's sampled ``traceparent`` is always followed)
+    sample_ratio: float = 1.0
+    export_interval_seconds: float = 10.0
+    #: resolution and depth of ``/-/stats``
+    stats_step_seconds: int = 5
+    stats_retention_seconds: int = 86_400
+    #: distinct payers with a series of their own (the rest are counted as "other")
+    max_payers: int = 1000
+    #: requests waiting for the collector; beyond it the oldest are dropped (and counted)
+    queue_size: int = 10_000
+    #: one structured line per request on the ``clawrouter.access`` logger
+    access_log: bool = False
+    #: ``clawrouter serve``'s log format: "text" or "json" (one JSON object per line)
+    log_format: str = "text"
+    #: transaction links on the dashboard, per network id ("{tx}" is replaced)
+    explorers: dict[str, str] = {}
+
+
 class Config(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     server: ServerConfig = ServerConfig()
     routing: RoutingConfig = RoutingConfig()
@@ -161,6 +196,7 @@ class Config(Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     state: StateConfig = StateConfig()
     ledger: LedgerConfig = LedgerConfig()
     limits: LimitsConfig = LimitsConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
     providers: dict[str, dict[str, Any]] = msgspec.field(default_factory=lambda: {"simulated": {"kind": "simulated"}})
     models: list[dict[str, Any]] = []
     plugins: dict[str, dict[str, Any]] = {}

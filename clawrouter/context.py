@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .payments import SettlementResponse, VerifiedPayment
     from .router import Router
     from .routing import RouteDecision
+    from .telemetry.tracing import Trace
 
 __all__ = ["SCOPE_KEY", "Actor", "RequestContext", "get_context"]
 
@@ -74,6 +75,7 @@ class RequestContext:
         "started",
         "status",
         "succeeded",
+        "trace",
         "ttft",
         "usage",
     )
@@ -98,6 +100,8 @@ class RequestContext:
         self.error: str | None = None
         self.ttft: float | None = None  # seconds to the first streamed chunk
         self.attempt_started = 0.0
+        #: a :class:`clawrouter.telemetry.tracing.Trace` when traces are on, else ``None``
+        self.trace: Trace | None = None
 
     async def read_body(self, scope: Scope, receive: Receive) -> bytes:
         if self.body is not None:

@@ -46,6 +46,8 @@ from .wire import ChatCompletionRequest, Model, ModelList, RouteConstraints, enc
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from .telemetry import Telemetry
+
 __all__ = ["Router", "merge_constraints"]
 
 log = logging.getLogger("clawrouter")
@@ -143,6 +145,8 @@ class Router:
         execution = self.config.execution
         self.breakers = Breakers(execution.breaker_failures, execution.breaker_cooldown)
         self.stats = LiveStats()
+        #: metrics, statistics, traces and the access log (``None``: ``[observability] enabled = false``)
+        self.telemetry: Telemetry | None = self._setup_telemetry()
         self._rankings: dict[Any, list[ModelInfo]] = {}
         self._rankings_generation = -1
         self._started = False
@@ -150,6 +154,45 @@ class Router:
         from .app import build_app
 
         self.app: ASGIApp = build_app(self)
+
+    def _setup_telemetry(self) -> Telemetry | None:
+        settings = self.config.observability
+        checks = [
+            ("traces", settings.traces, ("", "otlp", "console", "memory")),
+            ("metrics", settings.metrics, ("", "otlp", "console")),
+            ("log_format", settings.log_format, ("text", "json")),
+        ]
+        for key, value, allowed in checks:
+            if value not in allowed:
+                raise ConfigError(f"config key 'observability.{key}': expected one of {list(allowed)}, got {value!r}")
+        if not 0.0 <= settings.sample_ratio <= 1.0:
+            raise ConfigError("config key 'observability.sample_ratio': expected a number between 0 and 1")
+        for key in ("stats_step_seconds", "stats_retention_seconds", "queue_size", "max_payers"):
+            if getattr(settings, key) < 1:
+                raise ConfigError(f"config key 'observability.{key}': expected a positive number")
+        if settings.export_interval_seconds <= 0:
+            raise ConfigError("config key 'observability.export_interval_seconds': expected a positive number")
+        for network, template in settings.explorers.items():
+            if "{tx}" not in template:
+                raise ConfigError(f"config key 'observability.explorers.{network}': the URL must contain {{tx}}")
+        if not settings.enabled:
+            if settings.traces or settings.metrics:
+                raise ConfigError(
+                    "config key 'observability.enabled': traces and metrics exports need observability enabled"
+                )
+            return None
+        if settings.traces or settings.metrics:
+            try:
+                import opentelemetry.sdk  # noqa: F401
+            except ImportError:
+                key = "traces" if settings.traces else "metrics"
+                raise ConfigError(
+                    f"config key 'observability.{key}': OpenTelemetry is not installed; "
+                    "pip install 'clawrouter[otel]'"
+                ) from None
+        from .telemetry import Telemetry
+
+        return Telemetry(self)
 
     def _setup_payments(self, env: Mapping[str, str]) -> None:
         """The router's key (receipts; the embedded facilitator settles with it too),
@@ -570,6 +613,8 @@ class Router:
             await provider.start()
         await self._call_all(self.pm.hook.startup)
         self.events.start()
+        if self.telemetry is not None:
+            self.telemetry.start()
         if self.rails:
             self.settler.start()  # settles what a previous run left pending, then retries periodically
         interval = self.config.state.stats_sync_seconds
@@ -609,6 +654,8 @@ class Router:
                     await close()
         await self._call_all(self.pm.hook.shutdown)
         await self.events.stop()
+        if self.telemetry is not None:
+            await self.telemetry.stop()
         for provider in self.providers.values():
             await provider.aclose()
         await self.state.aclose()

@@ -171,6 +171,8 @@ class Settler:
         transaction on chain, records it."""
         router = self.router
         status = "settled" if response.success else "failed"
+        if router.telemetry is not None:
+            router.telemetry.settlement(intent, response)
         entry = LedgerEntry(
             intent.request_id,
             "settlement",

@@ -560,7 +560,7 @@ class AnthropicProvider(HTTPProvider):
         return encode(body)
 
     async def _post(self, call: ChatCall, body: bytes) -> UpstreamResponse:
-        response = await self.transport.post(self._url, self._headers, body, self.settings.timeouts)
+        response = await self.transport.post(self._url, call.headers(self._headers), body, self.settings.timeouts)
         headers = response.headers
         if response.status >= 400:
             raw = await response.read()

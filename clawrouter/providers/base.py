@@ -147,7 +147,7 @@ class ChatCall:
     remaining request budget.
     """
 
-    __slots__ = ("_raw", "body", "model", "ratelimit", "request", "usage")
+    __slots__ = ("_raw", "body", "model", "ratelimit", "request", "traceparent", "usage")
 
     def __init__(self, request: ChatCompletionRequest, model: ModelInfo, body: bytes = b"") -> None:
         self.request = request
@@ -156,7 +156,16 @@ class ChatCall:
         self.usage: Usage | None = None
         #: (remaining, limit) requests from the upstream's rate-limit headers, if it sent them
         self.ratelimit: tuple[float, float] | None = None
+        #: the W3C ``traceparent`` of this attempt's span when traces are on: adapters send it
+        #: upstream (:meth:`headers`)
+        self.traceparent: str | None = None
         self._raw: dict[str, Raw] | None = None
+
+    def headers(self, base: dict[str, str]) -> dict[str, str]:
+        """The upstream request's headers: ``base`` plus this attempt's ``traceparent``, if any."""
+        if self.traceparent is None:
+            return base
+        return {**base, "traceparent": self.traceparent}
 
     @property
     def raw(self) -> dict[str, Raw]:

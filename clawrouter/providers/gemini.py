@@ -935,8 +935,8 @@ class GeminiProvider(HTTPProvider):
 
     # --- calls ------------------------------------------------------------------
 
-    async def _post(self, url: str, body: bytes) -> UpstreamResponse:
-        response = await self.transport.post(url, self._headers, body, self.settings.timeouts)
+    async def _post(self, url: str, body: bytes, call: ChatCall) -> UpstreamResponse:
+        response = await self.transport.post(url, call.headers(self._headers), body, self.settings.timeouts)
         if response.status >= 400:
             raw = await response.read()
             raise map_error(self.name, response.status, response.headers, raw, self._key)
@@ -954,7 +954,7 @@ class GeminiProvider(HTTPProvider):
 
     async def chat(self, call: ChatCall) -> Completion:
         body = self._body(call)
-        response = await self._post(self._url(call.model.upstream, False), body)
+        response = await self._post(self._url(call.model.upstream, False), body, call)
         data = await response.read()
         try:
             answer = _response_decoder.decode(data)
@@ -997,7 +997,7 @@ class GeminiProvider(HTTPProvider):
         options = call.request.stream_options
         include_usage = bool(options and options.include_usage is True)
         tail = _TAIL_USAGE if include_usage else _TAIL
-        response = await self._post(self._url(call.model.upstream, True), body)
+        response = await self._post(self._url(call.model.upstream, True), body, call)
         meta: _UsageMetadata | None = None
         head = b""
         token = ""

@@ -63,7 +63,10 @@ class HTTPProvider:
         self._key = key = settings.key()
         self._headers = {"content-type": "application/json", **(headers or {}), **settings.headers}
         if key:
+            from ..telemetry.logs import register_secret
+
             self._headers[auth[0]] = auth[1].format(key=key)
+            register_secret(key)  # the logs hide it should it ever reach them
         self._prewarm_enabled = settings.prewarm
         self._prewarm: asyncio.Task[None] | None = None
 

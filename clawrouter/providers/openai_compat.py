@@ -190,7 +190,8 @@ class OpenAICompatibleProvider(HTTPProvider):
         self._openai = settings.base_url.startswith("https://api.openai.com/")
 
     async def _post(self, body: dict[str, Raw], call: ChatCall) -> UpstreamResponse:
-        response = await self.transport.post(self._url, self._headers, encode(body), self.settings.timeouts)
+        headers = call.headers(self._headers)
+        response = await self.transport.post(self._url, headers, encode(body), self.settings.timeouts)
         remaining = response.headers.get("x-ratelimit-remaining-requests")
         if remaining is not None:  # OpenAI, Groq, Together...: feeds routing's rate-limit headroom
             limit = header_float(response.headers, "x-ratelimit-limit-requests")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from ..context import get_context
@@ -23,12 +24,18 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         ctx = get_context(scope, self.router)
+        trace = ctx.trace
+        started = time.time_ns() if trace is not None else 0
         try:
             ctx.actor = actor = await self.router.authenticate(scope)
             limits = self.router.limits
             if limits is not None and actor.kind == "api_key":
                 await limits.rate("key", key_name(actor))
         except ClawError as exc:
+            if trace is not None:
+                trace.stage("auth", started, {"error.type": exc.code or str(exc.status)})
             await ctx.fail(exc, send)
             return
+        if trace is not None:
+            trace.stage("auth", started, {"clawrouter.actor.kind": actor.kind})
         await self.app(scope, receive, send)

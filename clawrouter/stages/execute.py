@@ -59,27 +59,49 @@ class ExecuteApp:
         if scope["type"] != "http":
             return
         ctx = get_context(scope, self.router)
+        trace = ctx.trace
         try:
             request = await ctx.chat_request(scope, receive)
             if ctx.decision is None:
                 ctx.decision = self.router.decide(request, header_constraints(scope))
+                if trace is not None:
+                    trace.route(ctx.decision)
+            if trace is not None:
+                trace.execute_started = time.time_ns()
             if request.stream:
                 await self._stream(ctx, request, send)
             else:
                 await self._json(ctx, request, send)
         except ClawError as exc:
+            if trace is not None and trace.execute_started:
+                trace.stage("execute", trace.execute_started, {"error.type": exc.code or str(exc.status)})
             await ctx.fail(exc, send)
 
-    def _finish(self, ctx: RequestContext, model: ModelInfo, usage: Usage | None) -> None:
+    def _finish(self, ctx: RequestContext, model: ModelInfo, usage: Usage | None, last: bytes | None = None) -> None:
         ctx.model = model
         ctx.usage = usage
         if usage is not None:
             ctx.cost_pico = cost_pico(model, usage.prompt_tokens, usage.completion_tokens)
+        trace = ctx.trace
+        if trace is not None:
+            now = time.time_ns()
+            attempt = trace.attempts[-1] if trace.attempts else None
+            if attempt is not None and not attempt.end:
+                attempt.end = now  # a stream's attempt lasts until its last chunk
+            if last is not None:
+                trace.finish_reasons = _finish_reasons(last)
+            attributes: dict[str, object] = {"gen_ai.response.model": model.id, "gen_ai.provider.name": model.provider}
+            if usage is not None:
+                attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+                attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
+            if ctx.error:
+                attributes["error.type"] = "stream_interrupted"
+            trace.stage("execute", trace.execute_started or now, attributes)
 
     async def _json(self, ctx: RequestContext, request: ChatCompletionRequest, send: Send) -> None:
         completion, model = await self._attempt(ctx, request, stream=False)
         assert isinstance(completion, Completion)
-        self._finish(ctx, model, completion.usage)
+        self._finish(ctx, model, completion.usage, completion.body if ctx.trace is not None else None)
         ctx.status, ctx.succeeded = 200, True
         body = completion.body
         headers = [_JSON, (b"content-length", str(len(body)).encode()), *_model_headers(ctx, model)]
@@ -126,13 +148,15 @@ class ExecuteApp:
         except ProviderError as exc:
             ctx.error = exc.message
             self._breaker_verdict(model, exc)
+            if ctx.trace is not None and ctx.trace.attempts:
+                ctx.trace.attempts[-1].error = exc.code or exc.type
             self._finish(ctx, model, call.usage)
             if held is not None:
                 await send({"type": "http.response.body", "body": b"data: " + held + b"\n\n", "more_body": True})
             await send({"type": "http.response.body", "body": b"data: " + exc.body() + b"\n\n", "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        self._finish(ctx, model, call.usage)
+        self._finish(ctx, model, call.usage, held)
         ctx.succeeded = True
         self.router.stats.success(model.id, time.perf_counter() - ctx.attempt_started, ctx.ttft)
         if call.ratelimit is not None:
@@ -176,6 +200,7 @@ class ExecuteApp:
         settings = router.config.execution
         budget = settings.retry_budget
         last: ClawError | None = None
+        trace = ctx.trace
         for model in ctx.decision.chain:
             breaker = router.breakers.get(model.provider, model.id)
             if not breaker.allow():
@@ -185,10 +210,16 @@ class ExecuteApp:
             attempt = 0
             while True:
                 call = ChatCall(request, model, ctx.body)
+                traced = None
+                if trace is not None:
+                    traced = trace.attempt(model.id, model.provider, model.upstream)
+                    call.traceparent = trace.traceparent(traced.span_id)
                 started = time.perf_counter()
                 try:
                     if not stream:
                         completion = await provider.chat(call)
+                        if traced is not None:
+                            traced.end = time.time_ns()
                         breaker.success()
                         router.stats.success(model.id, time.perf_counter() - started)
                         if call.ratelimit is not None:
@@ -205,6 +236,8 @@ class ExecuteApp:
                     return (first, chunks, call), model
                 except ProviderError as exc:
                     last = exc
+                    if traced is not None:
+                        traced.end, traced.error = time.time_ns(), exc.code or exc.type
                     self._breaker_verdict(model, exc)
                     log.info("%s: %s attempt %d failed: %s", ctx.request_id, model.id, attempt + 1, exc.message)
                     if exc.retryable and attempt < settings.max_retries and budget > 0:
@@ -217,7 +250,9 @@ class ExecuteApp:
                     if not exc.fallback:
                         raise
                     break
-                except BaseException:
+                except BaseException as exc:
+                    if traced is not None:
+                        traced.end, traced.error = time.time_ns(), type(exc).__name__
                     breaker.release()  # a bug or a cancellation says nothing of the upstream's health
                     raise
         assert last is not None
@@ -229,6 +264,21 @@ def _delay(exc: ProviderError, attempt: int, base: float, cap: float) -> float:
     if retry_after is not None:
         return float(retry_after)
     return random.uniform(0, min(cap, base * 2**attempt))
+
+
+def _finish_reasons(chunk: bytes) -> list[str] | None:
+    """The ``finish_reason`` values in a completion or a closing chunk (traces only)."""
+    reasons = []
+    for marker in (b'"finish_reason":"', b'"finish_reason": "'):
+        at = chunk.find(marker)
+        while at >= 0:
+            start = at + len(marker)
+            end = chunk.find(b'"', start)
+            if end < 0:
+                break
+            reasons.append(chunk[start:end].decode("utf-8", "replace"))
+            at = chunk.find(marker, end)
+    return reasons or None
 
 
 _FINAL_MARKERS = (b'"usage"', b'"finish_reason":"', b'"finish_reason": "')

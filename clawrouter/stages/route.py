@@ -29,6 +29,8 @@ class RouteMiddleware:
             try:
                 request = await ctx.chat_request(scope, receive)
                 ctx.decision = self.router.decide(request, header_constraints(scope))
+                if ctx.trace is not None:
+                    ctx.trace.route(ctx.decision)
                 bound_output(request, self.router.config.routing.default_max_tokens)
             except ClawError as exc:
                 await ctx.fail(exc, send)

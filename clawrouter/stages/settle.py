@@ -14,6 +14,7 @@ passes straight through.
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import TYPE_CHECKING
 
 from ..context import SCOPE_KEY, RequestContext
@@ -131,6 +132,19 @@ class SettleMiddleware:
                 },
             )
         )
+        trace = ctx.trace
+        started = time.time_ns() if trace is not None else 0
         settlement = await self.router.settler.settle(payment, charge, ctx.request_id)
         ctx.settlement = settlement
+        if trace is not None:
+            attributes: dict[str, object] = {
+                "clawrouter.payment.network": settlement.network,
+                "clawrouter.payment.settled": settlement.success,
+                "clawrouter.charged_usd": charge / 1e6 if settlement.success else 0.0,
+            }
+            if settlement.transaction:
+                attributes["clawrouter.payment.transaction"] = settlement.transaction
+            if not settlement.success:
+                attributes["error.type"] = settlement.errorReason or "settlement_failed"
+            trace.stage("settle", started, attributes)
         return settlement

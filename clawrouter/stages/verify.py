@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -81,11 +82,15 @@ class VerifyMiddleware:
         amount = 0
         resource = ""
         digest = b""
+        trace = ctx.trace
+        started = time.time_ns() if trace is not None else 0
         try:
             request = await ctx.chat_request(scope, receive)
             constraints = header_constraints(scope)
             if ctx.decision is None:
                 ctx.decision = router.decide(request, constraints)
+                if trace is not None:
+                    trace.route(ctx.decision)
             bound_output(request, router.config.routing.default_max_tokens)
             amount = router.quote(request, ctx.decision)
             resource = _resource(scope)
@@ -111,6 +116,8 @@ class VerifyMiddleware:
                 quoted = int(expected.amount)
                 if quoted < amount:  # live figures moved since the quote: route within what was paid
                     ctx.decision = router.decide(request, _within(constraints, quoted))
+                    if trace is not None:
+                        trace.route(ctx.decision)
                     amount = router.quote(request, ctx.decision)
                 amount = quoted
             else:
@@ -134,9 +141,13 @@ class VerifyMiddleware:
                     raise
         except PaymentRejected as exc:
             await self._refresh()
+            if trace is not None:
+                trace.stage("verify", started, {"error.type": exc.code or "payment_rejected"})
             await ctx.fail(self._challenge(amount, resource, digest, exc.message, exc.code), send)
             return
         except ClawError as exc:
+            if trace is not None:
+                trace.stage("verify", started, {"error.type": exc.code or str(exc.status)})
             await ctx.fail(exc, send)
             return
         ctx.payment = verified
@@ -156,6 +167,17 @@ class VerifyMiddleware:
                 },
             )
         )
+        if trace is not None:
+            trace.stage(
+                "verify",
+                started,
+                {
+                    "clawrouter.payment.network": verified.network,
+                    "clawrouter.payment.scheme": verified.scheme,
+                    "clawrouter.payment.payer": verified.payer,
+                    "clawrouter.quote_usd": verified.amount / 1e6,
+                },
+            )
         try:
             await self.app(scope, receive, send)
         finally:

@@ -660,8 +660,8 @@ class OllamaProvider:
         num_ctx = self._num_ctx.get(upstream, self.settings.num_ctx)
         return build_request(call, stream=stream, num_ctx=num_ctx, keep_alive=self.settings.keep_alive)
 
-    async def _post(self, body: bytes) -> UpstreamResponse:
-        response = await self.transport.post(self._url, self._headers, body, self.settings.timeouts)
+    async def _post(self, body: bytes, call: ChatCall) -> UpstreamResponse:
+        response = await self.transport.post(self._url, call.headers(self._headers), body, self.settings.timeouts)
         if response.status >= 400:
             raw = await response.read()
             error = map_error(self.name, response.status, response.headers, raw)
@@ -672,7 +672,7 @@ class OllamaProvider:
         return response
 
     async def chat(self, call: ChatCall) -> Completion:
-        response = await self._post(self._body(call, stream=False))
+        response = await self._post(self._body(call, stream=False), call)
         item = _decode(self.name, await response.read())
         if item.error:
             raise UpstreamServerError(f"{self.name}: Ollama failed: {item.error}")
@@ -702,7 +702,7 @@ class OllamaProvider:
     async def stream(self, call: ChatCall) -> AsyncIterator[bytes]:
         options = call.request.stream_options
         wants_usage = bool(options and options.include_usage is True)
-        response = await self._post(self._body(call, stream=True))
+        response = await self._post(self._body(call, stream=True), call)
         ident, created, model = _next_id("chatcmpl-"), int(time.time()), call.model.upstream
         role: str | UnsetType = "assistant"  # sent with the first chunk only
         tools = 0

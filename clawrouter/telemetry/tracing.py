@@ -1,0 +1,268 @@
+"""Traces: what the request path records, and its OpenTelemetry spans.
+
+The request path only takes timestamps: :class:`Trace` holds the trace context (from the
+caller's ``traceparent``, the host app's current span, or new), the stages' start and end
+times and each upstream attempt, with the span ids already chosen so the attempt's
+``traceparent`` can be sent upstream. The collector's background task turns a finished
+:class:`Trace` into OpenTelemetry spans (:func:`spans_of`) and hands them to the span
+processor. This keeps the cost per request to a few timestamps: building SDK spans on the
+request path costs about five times more (``benchmarks/observability.py``).
+
+``opentelemetry-sdk`` is needed only when traces are enabled (``pip install
+'clawrouter[otel]'``); this module imports it lazily.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import ObservabilityConfig
+    from ..types import Scope
+
+__all__ = ["Attempt", "Trace", "TraceSetup", "parse_traceparent"]
+
+_rand = random.Random()  # span and trace ids (W3C: random, not secret)
+
+
+def _new_id(bits: int) -> int:
+    while True:
+        value = _rand.getrandbits(bits)
+        if value:
+            return value
+
+
+def parse_traceparent(value: bytes | str | None) -> tuple[int, int, bool] | None:
+    """``(trace_id, parent span id, sampled)`` from a W3C ``traceparent`` header, or ``None``."""
+    if value is None:
+        return None
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    parts = text.strip().split("-")
+    if len(parts) < 4 or len(parts[0]) != 2 or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) != 2:
+        return None
+    if parts[0] == "ff" or (parts[0] == "00" and len(parts) != 4):
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return trace_id, span_id, bool(flags & 1)
+
+
+class Attempt:
+    """One upstream attempt: its span id, timing and outcome."""
+
+    __slots__ = ("end", "error", "model", "number", "provider", "span_id", "start", "upstream")
+
+    def __init__(self, model: str, provider: str, upstream: str, number: int) -> None:
+        self.model, self.provider, self.upstream, self.number = model, provider, upstream, number
+        self.span_id = _new_id(64)
+        self.start = time.time_ns()
+        self.end = 0
+        self.error: str | None = None
+
+
+class Trace:
+    """The trace of one request, filled in by the stages (timestamps in ns since the epoch)."""
+
+    __slots__ = (
+        "attempts",
+        "execute_started",
+        "finish_reasons",
+        "parent_id",
+        "sampled",
+        "span_id",
+        "stages",
+        "start",
+        "trace_id",
+        "tracestate",
+    )
+
+    def __init__(self, trace_id: int, parent_id: int, sampled: bool, tracestate: bytes | None = None) -> None:
+        self.trace_id = trace_id
+        self.parent_id = parent_id  # 0: a root span
+        self.sampled = sampled
+        self.tracestate = tracestate
+        self.span_id = _new_id(64)
+        self.start = time.time_ns()
+        #: (stage, start, end, attributes) in the order they ended
+        self.stages: list[tuple[str, int, int, dict[str, Any] | None]] = []
+        self.attempts: list[Attempt] = []
+        self.finish_reasons: list[str] | None = None
+        self.execute_started = 0
+
+    def stage(self, name: str, start: int, attributes: dict[str, Any] | None = None) -> None:
+        self.stages.append((name, start, time.time_ns(), attributes))
+
+    def route(self, decision: Any) -> None:
+        """A routing decision just taken (its span ends now and lasted ``decision.elapsed_ns``)."""
+        end = time.time_ns()
+        attributes: dict[str, Any] = {
+            "clawrouter.strategy": decision.strategy,
+            "clawrouter.model": decision.primary.id,
+            "clawrouter.fallbacks": [m.id for m in decision.fallbacks],
+            "clawrouter.decision_us": round(decision.elapsed_ns / 1000, 1),
+            "clawrouter.excluded": len(decision.excluded),
+        }
+        if decision.profile:
+            attributes["clawrouter.profile"] = decision.profile
+        features = decision.features
+        if features is not None and getattr(features, "task", None):
+            attributes["clawrouter.task"] = features.task
+        self.stages.append(("route", end - decision.elapsed_ns, end, attributes))
+
+    def attempt(self, model: str, provider: str, upstream: str) -> Attempt:
+        attempt = Attempt(model, provider, upstream, len(self.attempts) + 1)
+        self.attempts.append(attempt)
+        return attempt
+
+    def traceparent(self, span_id: int) -> str:
+        """The ``traceparent`` header naming ``span_id`` (an attempt's) as the parent."""
+        return f"00-{self.trace_id:032x}-{span_id:016x}-{'01' if self.sampled else '00'}"
+
+
+class TraceSetup:
+    """Trace configuration: starts traces for requests, exports finished ones."""
+
+    def __init__(self, config: ObservabilityConfig, processor: Any = None) -> None:
+        self.ratio = config.sample_ratio
+        self.config = config
+        from opentelemetry import trace as trace_api
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+        from .. import __version__
+
+        self._api = trace_api
+        self.resource = Resource.create({"service.name": config.service_name, "service.version": __version__})
+        self.scope = InstrumentationScope("clawrouter", __version__)
+        self.processor = processor if processor is not None else _processor(config)
+        self.exporter: Any = getattr(self.processor, "exporter", None) or getattr(self.processor, "span_exporter", None)
+
+    def begin(self, scope: Scope) -> Trace:
+        traceparent = tracestate = None
+        for name, value in scope["headers"]:
+            if name == b"traceparent":
+                traceparent = value
+            elif name == b"tracestate":
+                tracestate = value
+        parsed = parse_traceparent(traceparent)
+        if parsed is None:
+            current = self._api.get_current_span().get_span_context()  # a host app's span (FastAPI...)
+            if current.is_valid:
+                parsed = current.trace_id, current.span_id, bool(current.trace_flags.sampled)
+                tracestate = None
+        if parsed is not None:
+            return Trace(parsed[0], parsed[1], parsed[2], tracestate)
+        return Trace(_new_id(128), 0, self.ratio >= 1.0 or _rand.random() < self.ratio)
+
+    def export(self, spans: list[Any]) -> None:
+        for span in spans:
+            self.processor.on_end(span)
+
+    def shutdown(self) -> None:
+        self.processor.shutdown()
+
+    def flush(self) -> None:
+        self.processor.force_flush()
+
+
+def _processor(config: ObservabilityConfig) -> Any:
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    kind = config.traces
+    if kind == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = config.otlp_endpoint.rstrip("/") + "/v1/traces"
+        return BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, headers=dict(config.otlp_headers)))
+    if kind == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return BatchSpanProcessor(ConsoleSpanExporter())
+    if kind == "memory":
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        return SimpleSpanProcessor(InMemorySpanExporter())
+    raise ValueError(f"unknown trace exporter {kind!r}; expected 'otlp', 'console' or 'memory'")
+
+
+def spans_of(setup: TraceSetup, trace: Trace, end: int, root: dict[str, Any], error: str | None) -> list[Any]:
+    """The OpenTelemetry spans of a finished request: the server span (``root`` attributes),
+    one per stage, and under the execute stage one client span per upstream attempt."""
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+    flags = TraceFlags(TraceFlags.SAMPLED)
+    trace_id = trace.trace_id
+    resource, scope = setup.resource, setup.scope
+    root_context = SpanContext(trace_id, trace.span_id, False, flags)
+    parent = SpanContext(trace_id, trace.parent_id, True, flags) if trace.parent_id else None
+    ok = Status(StatusCode.UNSET)
+    spans: list[Any] = [
+        ReadableSpan(
+            "POST /v1/chat/completions",
+            root_context,
+            parent,
+            resource,
+            root,
+            kind=SpanKind.SERVER,
+            status=Status(StatusCode.ERROR, error) if error else ok,
+            start_time=trace.start,
+            end_time=end,
+            instrumentation_scope=scope,
+        )
+    ]
+    execute_context = None
+    for name, start, stop, attributes in trace.stages:
+        context = SpanContext(trace_id, _new_id(64), False, flags)
+        if name == "execute":
+            execute_context = context
+        failed = attributes.get("error.type") if attributes else None
+        spans.append(
+            ReadableSpan(
+                f"clawrouter.{name}",
+                context,
+                root_context,
+                resource,
+                attributes,
+                status=Status(StatusCode.ERROR, str(failed)) if failed else ok,
+                start_time=start,
+                end_time=stop,
+                instrumentation_scope=scope,
+            )
+        )
+    answered = {k: v for k, v in root.items() if k.startswith(("gen_ai.response.", "gen_ai.usage."))}
+    last = trace.attempts[-1] if trace.attempts else None
+    for attempt in trace.attempts:
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": attempt.provider,
+            "gen_ai.system": attempt.provider,
+            "gen_ai.request.model": attempt.upstream,
+            "clawrouter.model": attempt.model,
+            "clawrouter.attempt": attempt.number,
+        }
+        if attempt.error:
+            attributes["error.type"] = attempt.error
+        elif attempt is last:
+            attributes.update(answered)
+        spans.append(
+            ReadableSpan(
+                f"chat {attempt.upstream}",
+                SpanContext(trace_id, attempt.span_id, False, flags),
+                execute_context or root_context,
+                resource,
+                attributes,
+                kind=SpanKind.CLIENT,
+                status=Status(StatusCode.ERROR, attempt.error) if attempt.error else ok,
+                start_time=attempt.start,
+                end_time=attempt.end or end,
+                instrumentation_scope=scope,
+            )
+        )
+    return spans
