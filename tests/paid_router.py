@@ -50,7 +50,8 @@ class Rails:
         return [self.rail]
 
 
-def make_router(chain, wallets, *, simulate=False, settlement="before", extra=None, fail_models=()):
+def make_router(chain, wallets, *, simulate=False, settlement="before", extra=None, fail_models=(), sections=None):
+    """``extra``: more ``[payments]`` keys; ``sections``: more top-level config sections."""
     settler, _, operator = wallets
     network = EvmNetwork(chain.network, chain.chain_id, chain.token, "USDC", "2")
     rail = local_rail(Web3(chain.provider), network, operator.address, settler, simulate=simulate)
@@ -58,6 +59,7 @@ def make_router(chain, wallets, *, simulate=False, settlement="before", extra=No
         "ledger": {"backend": "memory"},
         "payments": {"settlement": settlement, **(extra or {})},
         "providers": {"simulated": {"kind": "simulated", "fail_models": list(fail_models)}},
+        **(sections or {}),
     }
     env = {"CLAWROUTER_KEY": settler.private_key.hex()}
     return Router(load_config(data=data, env={}), plugins=[Rails(rail)], env=env, entry_points=False)

@@ -296,7 +296,7 @@ class Telemetry:
                 else:
                     self._absorb_settlement(item)
             except Exception:  # never let one odd record stop the collector
-                log.exception("telemetry: could not record %s", item[3] if item[0] == _REQUEST else "a settlement")
+                log.exception("telemetry: could not record a %s", "request" if item[:1] == (_REQUEST,) else "settlement")
         if spans and self.tracing is not None:
             self.tracing.export(spans)
 
