@@ -199,7 +199,7 @@ async def test_paid_calls_show_spend_settlements_and_links(chain, wallets):
             samples = families((await plain.get("/-/metrics")).text)
         settled = [i for i in await router.ledger.intents() if i.status == "settled"]
     assert len(settled) == 2
-    charged = sum(i.charge for i in settled) / 1e6
+    charged = sum(i.amount for i in settled) / 1e6  # exact settles the signed amount
     assert stats["totals"]["settlements"] == {"settled": 2, "failed": 0}
     assert stats["totals"]["spend_usd"] == pytest.approx(charged)
     assert stats["spend"]["by_network"] == {chain.network: pytest.approx(charged)}

@@ -88,8 +88,8 @@ class ExecuteApp:
             attempt = trace.attempts[-1] if trace.attempts else None
             if attempt is not None and not attempt.end:
                 attempt.end = now  # a stream's attempt lasts until its last chunk
-            if last is not None:
-                trace.finish_reasons = _finish_reasons(last)
+            if last is not None and not trace.finish_reasons:
+                trace.note_finish(last)
             attributes: dict[str, object] = {"gen_ai.response.model": model.id, "gen_ai.provider.name": model.provider}
             if usage is not None:
                 attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
@@ -141,9 +141,14 @@ class ExecuteApp:
         # router can add its own summary (model, provider, cost) to the last chunk.
         held: bytes | None = None
         try:
+            trace = ctx.trace
             if first is not None:
+                if trace is not None:
+                    trace.note_finish(first)
                 held = await _forward(send, first, None)
             async for item in chunks:
+                if trace is not None:
+                    trace.note_finish(item)
                 held = await _forward(send, item, held)
         except ProviderError as exc:
             ctx.error = exc.message
@@ -264,21 +269,6 @@ def _delay(exc: ProviderError, attempt: int, base: float, cap: float) -> float:
     if retry_after is not None:
         return float(retry_after)
     return random.uniform(0, min(cap, base * 2**attempt))
-
-
-def _finish_reasons(chunk: bytes) -> list[str] | None:
-    """The ``finish_reason`` values in a completion or a closing chunk (traces only)."""
-    reasons = []
-    for marker in (b'"finish_reason":"', b'"finish_reason": "'):
-        at = chunk.find(marker)
-        while at >= 0:
-            start = at + len(marker)
-            end = chunk.find(b'"', start)
-            if end < 0:
-                break
-            reasons.append(chunk[start:end].decode("utf-8", "replace"))
-            at = chunk.find(marker, end)
-    return reasons or None
 
 
 _FINAL_MARKERS = (b'"usage"', b'"finish_reason":"', b'"finish_reason": "')

@@ -140,7 +140,9 @@ class SettleMiddleware:
             attributes: dict[str, object] = {
                 "clawrouter.payment.network": settlement.network,
                 "clawrouter.payment.settled": settlement.success,
-                "clawrouter.charged_usd": charge / 1e6 if settlement.success else 0.0,
+                # exact settles the signed amount, not the (lower) actual cost
+                "clawrouter.charged_usd": payment.amount / 1e6 if settlement.success else 0.0,
+                "clawrouter.cost_usd": charge / 1e6,
             }
             if settlement.transaction:
                 attributes["clawrouter.payment.transaction"] = settlement.transaction

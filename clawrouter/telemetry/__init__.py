@@ -29,7 +29,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..context import SCOPE_KEY, get_context
-from ..pricing import micro_usd
 from ..types import ASGIApp, Receive, Scope, Send
 from .metrics import LogHistogram, Registry
 
@@ -296,7 +295,8 @@ class Telemetry:
                 else:
                     self._absorb_settlement(item)
             except Exception:  # never let one odd record stop the collector
-                log.exception("telemetry: could not record a %s", "request" if item[:1] == (_REQUEST,) else "settlement")
+                kind = "request" if item[:1] == (_REQUEST,) else "settlement"
+                log.exception("telemetry: could not record a %s", kind)
         if spans and self.tracing is not None:
             self.tracing.export(spans)
 
@@ -367,7 +367,9 @@ class Telemetry:
 
             end = trace.start + int(duration * 1e9)
             root = _root_attributes(item, model_id, provider)
-            spans.extend(spans_of(self.tracing, trace, end, root, error if failed else None))
+            # OpenTelemetry's HTTP conventions: a server span's status stays unset for a 4xx
+            server_error = failed and executed
+            spans.extend(spans_of(self.tracing, trace, end, root, (error or str(status)) if server_error else None))
         if self.access:
             fields: dict[str, Any] = {
                 "event": "request",
@@ -414,11 +416,12 @@ class Telemetry:
                     payer = "other"
                 else:
                     self._payers.add(payer)
+            charged = charged_amount(intent, response)
             step.settled += 1
-            step.spend += intent.charge
-            step.by_network[network] = step.by_network.get(network, 0) + intent.charge
-            step.by_payer[intent.payer] = step.by_payer.get(intent.payer, 0) + intent.charge
-            self.m_spend.inc((network, payer), intent.charge / 1e6)
+            step.spend += charged
+            step.by_network[network] = step.by_network.get(network, 0) + charged
+            step.by_payer[intent.payer] = step.by_payer.get(intent.payer, 0) + charged
+            self.m_spend.inc((network, payer), charged / 1e6)
             self.m_settlements.inc((network, "settled"))
         else:
             step.failed += 1
@@ -434,7 +437,8 @@ class Telemetry:
                     "request_id": intent.request_id,
                     "network": network,
                     "payer": intent.payer,
-                    "charge_usd": intent.charge / 1e6,
+                    "charged_usd": charged_amount(intent, response) / 1e6 if response.success else 0.0,
+                    "cost_usd": intent.charge / 1e6,
                     "success": response.success,
                     "transaction": response.transaction or None,
                     "error": response.errorReason,
@@ -471,6 +475,8 @@ class Telemetry:
 
     def start(self) -> None:
         if self._task is None:
+            if self.tracing is not None:
+                self.tracing.reopen()
             if self.config.metrics:
                 from .otel import metric_exporter
 
@@ -489,7 +495,7 @@ class Telemetry:
             await asyncio.to_thread(self._metrics_exporter.shutdown)
             self._metrics_exporter = None
         if self.tracing is not None:
-            await asyncio.to_thread(self.tracing.flush)
+            await asyncio.to_thread(self.tracing.shutdown)  # flushes; its export thread ends
 
     # --- readers -------------------------------------------------------------------------------
 
@@ -619,12 +625,20 @@ class Telemetry:
             "request_id": intent.request_id,
             "network": intent.network,
             "payer": intent.payer,
-            "amount_usd": intent.charge / 1e6,
+            "amount_usd": charged_amount(intent, response) / 1e6,
             "status": "settled" if response.success else "failed",
             "transaction": tx,
             "explorer_url": template.replace("{tx}", tx) if template and tx else None,
             "error": response.errorReason,
         }
+
+
+def charged_amount(intent: SettlementIntent, response: SettlementResponse) -> int:
+    """What a settled payment moved, in atomic units: the settlement's ``amount`` when it gives
+    one, else the signed amount (``exact`` settles what was signed, not the lower actual cost)."""
+    if response.amount and response.amount.isdigit():
+        return int(response.amount)
+    return intent.amount
 
 
 def _add(total: dict[str, int], part: dict[str, int]) -> None:
@@ -741,8 +755,7 @@ def _root_attributes(item: tuple[Any, ...], model_id: str, provider: str) -> dic
             attributes["clawrouter.payment.settled"] = settlement.success
             if settlement.transaction:
                 attributes["clawrouter.payment.transaction"] = settlement.transaction
-            if settlement.success:
-                attributes["clawrouter.charged_usd"] = min(payment.amount, micro_usd(cost_pico)) / 1e6
+            attributes["clawrouter.charged_usd"] = payment.amount / 1e6 if settlement.success else 0.0
     return attributes
 
 

@@ -98,6 +98,21 @@ class Trace:
     def stage(self, name: str, start: int, attributes: dict[str, Any] | None = None) -> None:
         self.stages.append((name, start, time.time_ns(), attributes))
 
+    def note_finish(self, chunk: bytes | list[bytes]) -> None:
+        """Keep the ``finish_reason`` values found in a completion or in streamed chunks."""
+        for data in [chunk] if isinstance(chunk, bytes) else chunk:
+            for marker in (b'"finish_reason":"', b'"finish_reason": "'):
+                at = data.find(marker)
+                while at >= 0:
+                    start = at + len(marker)
+                    end = data.find(b'"', start)
+                    if end < 0:
+                        break
+                    if self.finish_reasons is None:
+                        self.finish_reasons = []
+                    self.finish_reasons.append(data[start:end].decode("utf-8", "replace"))
+                    at = data.find(marker, end)
+
     def route(self, decision: Any) -> None:
         """A routing decision just taken (its span ends now and lasted ``decision.elapsed_ns``)."""
         end = time.time_ns()
@@ -140,8 +155,10 @@ class TraceSetup:
         self._api = trace_api
         self.resource = Resource.create({"service.name": config.service_name, "service.version": __version__})
         self.scope = InstrumentationScope("clawrouter", __version__)
+        self._given = processor
         self.processor = processor if processor is not None else _processor(config)
         self.exporter: Any = getattr(self.processor, "exporter", None) or getattr(self.processor, "span_exporter", None)
+        self.closed = False
 
     def begin(self, scope: Scope) -> Trace:
         traceparent = tracestate = None
@@ -165,7 +182,16 @@ class TraceSetup:
             self.processor.on_end(span)
 
     def shutdown(self) -> None:
+        """Flush and stop the processor (its export thread); :meth:`reopen` makes a new one."""
+        self.closed = True
         self.processor.shutdown()
+
+    def reopen(self) -> None:
+        """A router started again after a stop: a new processor (and exporter) for its spans."""
+        if self.closed and self._given is None:
+            self.processor = _processor(self.config)
+            self.exporter = getattr(self.processor, "exporter", None) or getattr(self.processor, "span_exporter", None)
+        self.closed = False
 
     def flush(self) -> None:
         self.processor.force_flush()
