@@ -291,7 +291,12 @@ def _served_facilitator(router: Router) -> ASGIApp:
         if embedded is not None:
             facilitators[pair] = embedded
     env = router.config.payments.facilitator_api_key_env
-    return facilitator_app(facilitators, api_key=os.environ.get(env) if env else None)
+    api_key = os.environ.get(env) if env else None
+    if api_key:
+        from .telemetry.logs import register_secret
+
+        register_secret(api_key)
+    return facilitator_app(facilitators, api_key=api_key)
 
 
 async def _preflight(send: Send, origin: bytes) -> None:

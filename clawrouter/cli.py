@@ -26,11 +26,30 @@ class CommandError(Exception):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import copy
+    import logging.config
+
+    import msgspec
     import uvicorn
 
+    from .config import load_config
     from .router import Router
+    from .telemetry.logs import configure_logging
 
-    router = Router(args.config)
+    config = load_config(args.config)
+    observability = config.observability
+    if args.access_log and not observability.access_log:
+        observability = msgspec.structs.replace(observability, access_log=True)
+        config = msgspec.structs.replace(config, observability=observability)
+    fmt = args.log_format or observability.log_format
+    try:
+        log_config = configure_logging(args.log_level, fmt, observability.access_log)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'observability.log_format': {exc}") from None
+    # before the router is built, so that what it logs while starting is in the chosen format too
+    logging.config.dictConfig(copy.deepcopy(log_config))
+    logging.captureWarnings(True)  # warnings too, rather than raw text amid JSON lines
+    router = Router(config)
     host = args.host or router.config.server.host
     port = args.port if args.port is not None else router.config.server.port
     uvicorn.run(
@@ -38,7 +57,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=host,
         port=port,
         lifespan="on",
-        access_log=args.access_log,
+        log_config=log_config,
+        access_log=False,  # clawrouter.access replaces uvicorn's access log
         log_level=args.log_level,
         server_header=False,
     )
@@ -259,7 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to bind (default: [server] host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: [server] port, 8402)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request on the clawrouter.access logger (sets [observability] access_log)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text, or json: one JSON object per line on stderr (default: [observability] log_format, text)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("models", help="list the model catalogue")

@@ -71,6 +71,9 @@ def register_payment_rails(config: Config) -> Iterable[PaymentRail]:
             if payments.facilitator_api_key_env:
                 token = os.environ.get(payments.facilitator_api_key_env, "")
                 if token:
+                    from .telemetry.logs import register_secret
+
+                    register_secret(token)
                     headers["Authorization"] = f"Bearer {token}"
             facilitator = RemoteFacilitator(payments.facilitator, headers=headers)
         rails.append(

@@ -59,7 +59,11 @@ class RouterKey:
         if len(raw) != 32:  # fromhex skips whitespace, so 64 characters may give fewer bytes
             # never echo the value: it is (nearly) a private key
             raise ValueError(f"a {cls.kind} is 64 hex digits (32 bytes), optionally 0x-prefixed")
-        return cls(raw)
+        key = cls(raw)
+        from .telemetry.logs import register_secret  # the logs hide it (any case, 0x or not) should it reach them
+
+        register_secret(text)
+        return key
 
     @classmethod
     def generate(cls) -> Self:

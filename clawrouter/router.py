@@ -176,9 +176,10 @@ class Router:
             if "{tx}" not in template:
                 raise ConfigError(f"config key 'observability.explorers.{network}': the URL must contain {{tx}}")
         if not settings.enabled:
-            if settings.traces or settings.metrics:
+            if settings.traces or settings.metrics or settings.access_log:
                 raise ConfigError(
-                    "config key 'observability.enabled': traces and metrics exports need observability enabled"
+                    "config key 'observability.enabled': traces, metrics exports and the access log "
+                    "need observability enabled"
                 )
             return None
         if settings.traces or settings.metrics:

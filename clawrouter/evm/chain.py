@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TimeExhausted
@@ -150,6 +151,8 @@ class EvmChain:
         self.log_lookback = log_lookback
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="clawrouter-evm")
         self._chain_id: int | None = None
+        #: the RPC endpoint's path and query, where node providers put API keys: never in an error
+        self._hidden = _url_secrets(getattr(w3.provider, "endpoint_uri", None))
 
     @classmethod
     def from_url(cls, url: str, token: str, **kwargs: Any) -> EvmChain:
@@ -164,7 +167,10 @@ class EvmChain:
         except (ContractLogicError, ChainError):
             raise
         except Exception as exc:  # connection refused, timeouts, node errors
-            raise ChainError(f"{type(exc).__name__}: {exc}") from exc
+            message = f"{type(exc).__name__}: {exc}"
+            for secret in self._hidden:  # requests names the URL it failed to reach
+                message = message.replace(secret, "/…")
+            raise ChainError(message) from exc
 
     # --- reads ----------------------------------------------------------------------
 
@@ -302,6 +308,22 @@ class EvmChain:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+def _url_secrets(url: object) -> list[str]:
+    """The parts of an RPC URL that may hold an API key (path and query), longest first;
+    registered with the logs' redaction too."""
+    if not isinstance(url, str) or not url:
+        return []
+    parts = urlsplit(url)
+    full = parts.path + (f"?{parts.query}" if parts.query else "")
+    found = [p for p in dict.fromkeys((full, parts.path, parts.query)) if len(p) >= 8]
+    if found:
+        from ..telemetry.logs import register_secret
+
+        for part in found:
+            register_secret(part)
+    return found
+
+
 class _Reverted(Exception):
     pass
 
@@ -320,4 +342,3 @@ def revert_reason(message: str) -> str:
     if "signature" in text:
         return "invalid_exact_evm_payload_signature"
     return "invalid_exact_evm_transaction_simulation_failed"
-

@@ -45,6 +45,7 @@ from .rpc import (
     decode_batch,
     encode_batch,
     raise_for_error,
+    shown_url,
 )
 
 __all__ = ["RPC_URL_ENV", "SolanaExactSigner"]
@@ -166,7 +167,7 @@ class SolanaExactSigner:
                 try:
                     response = await http.post(url, content=body, headers=JSON_HEADERS)
                 except httpx.HTTPError as exc:
-                    raise RpcUnavailable(f"Solana RPC {url}: {type(exc).__name__}: {exc}") from exc
+                    raise RpcUnavailable(f"Solana RPC {shown_url(url)}: {type(exc).__name__}: {exc}") from exc
                 answers = decode_batch(calls, numbers, response.status_code, response.content, url)
                 for (method, _), answer in zip(calls, answers, strict=True):
                     result = raise_for_error(answer)

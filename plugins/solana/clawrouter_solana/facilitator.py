@@ -38,7 +38,7 @@ from clawrouter.payments import PaymentPayload, PaymentRejected, PaymentRequirem
 from . import constants as c
 from .exact import CheckedTransfer, check_transaction, cosign, encode_transaction
 from .networks import SolanaNetwork
-from .rpc import RpcError, RpcUnavailable, SolanaRpc
+from .rpc import RpcError, RpcUnavailable, SolanaRpc, shown_url
 
 __all__ = ["Blockhashes", "EmbeddedSvmFacilitator", "TokenAccounts", "simulation_reason"]
 
@@ -241,14 +241,14 @@ class EmbeddedSvmFacilitator:
         answers = await rpc.batch(calls)
         for answer in answers:
             if isinstance(answer, RpcError):
-                raise RpcUnavailable(f"Solana RPC {rpc.url}: {answer}")
+                raise RpcUnavailable(f"Solana RPC {shown_url(rpc.url)}: {answer}")
         try:
             landed = answers[0]["value"][0]
             self.blockhashes.saw(*rpc.blockhash_result(answers[1]))
             height = int(answers[2])
             error = answers[3]["value"].get("err") if self.simulate else None
         except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-            raise RpcUnavailable(f"Solana RPC {rpc.url}: an answer of an unexpected shape") from None
+            raise RpcUnavailable(f"Solana RPC {shown_url(rpc.url)}: an answer of an unexpected shape") from None
         if landed is not None:
             raise PaymentRejected("this transaction was already settled", code=c.ERR_DUPLICATE_SETTLEMENT)
         if error is not None:
@@ -291,7 +291,7 @@ class EmbeddedSvmFacilitator:
                 await self.rpc.send(transaction)
             except RpcError as exc:
                 if exc.transaction_error is None and exc.code not in (-32602, -32003):
-                    raise RpcUnavailable(f"Solana RPC {self.rpc.url}: {exc}") from None
+                    raise RpcUnavailable(f"Solana RPC {shown_url(self.rpc.url)}: {exc}") from None
                 # refused (malformed, a bad signature, a failing preflight): unless an earlier
                 # attempt is on chain (one last look, at any commitment), it failed: nothing charged
                 if exc.transaction_error != "AlreadyProcessed" and await self._status(tx_id) is None:
@@ -327,7 +327,7 @@ class EmbeddedSvmFacilitator:
             status = (await self.rpc.statuses([tx_id], history=True))[0]
         except (KeyError, IndexError, TypeError):
             raise RpcUnavailable(
-                f"Solana RPC {self.rpc.url}: getSignatureStatuses answer of an unexpected shape"
+                f"Solana RPC {shown_url(self.rpc.url)}: getSignatureStatuses answer of an unexpected shape"
             ) from None
         return status if isinstance(status, dict) else None
 

@@ -28,6 +28,7 @@ import msgspec
 
 from clawrouter.config import Config, ConfigError
 from clawrouter.hookspecs import hookimpl
+from clawrouter.telemetry.logs import register_secret
 
 from . import constants as c
 
@@ -125,6 +126,8 @@ def register_payment_rails(config: Config) -> Iterable[Any]:
                 key = load_keypair(value)
             except ValueError as exc:
                 raise ConfigError(f"config key 'plugins.solana.key_env': ${chosen.key_env}: {exc}") from None
+            register_secret(value)  # the logs hide it should it ever reach them
+            register_secret(str(key))
             if chosen.unknown_blockhash not in ("refuse", "accept"):
                 raise ConfigError("config key 'plugins.solana.unknown_blockhash': expected 'refuse' or 'accept'")
             facilitator: Any = EmbeddedSvmFacilitator(
@@ -154,6 +157,7 @@ def register_payment_rails(config: Config) -> Iterable[Any]:
             headers = {}
             token = os.environ.get(chosen.facilitator_api_key_env, "") if chosen.facilitator_api_key_env else ""
             if token:
+                register_secret(token)
                 headers["Authorization"] = f"Bearer {token}"
             facilitator = RemoteFacilitator(chosen.facilitator, headers=headers)
         rails.append(

@@ -19,6 +19,7 @@ import base64
 import itertools
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -38,10 +39,19 @@ __all__ = [
     "decode_batch",
     "encode_batch",
     "raise_for_error",
+    "shown_url",
 ]
 
 JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 _encoder = msgspec.json.Encoder()
+
+
+def shown_url(url: str) -> str:
+    """``url`` as messages show it: scheme and host, the path and query (where RPC providers
+    put API keys, e.g. ``?api-key=``) replaced by ``/…``."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]  # no user:password either
+    return f"{parts.scheme}://{host}" + ("/…" if parts.path.strip("/") or parts.query else "")
 
 
 class RpcUnavailable(Exception):
@@ -88,6 +98,7 @@ def encode_batch(calls: Sequence[Call], ids: itertools.count[int]) -> tuple[byte
 
 def decode_batch(calls: Sequence[Call], numbers: list[int], status: int, data: bytes, url: str) -> list[Any]:
     """The results in call order; an error answer becomes an :class:`RpcError` in its place."""
+    url = shown_url(url)
     if not 200 <= status < 300:
         raise RpcUnavailable(f"Solana RPC {url} answered HTTP {status}")
     try:
@@ -197,7 +208,7 @@ class SolanaRpc(Calls):
         self._ids = itertools.count(1)
 
     def __repr__(self) -> str:
-        return f"SolanaRpc({self.url!r})"
+        return f"SolanaRpc({shown_url(self.url)!r})"
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -209,7 +220,7 @@ class SolanaRpc(Calls):
             response = await self.transport.post(self.url, JSON_HEADERS, body, self._timeouts)
             data = await response.read()
         except ProviderError as exc:  # UpstreamTimeout / UpstreamUnavailable
-            raise RpcUnavailable(f"Solana RPC {self.url}: {exc.message}") from exc
+            raise RpcUnavailable(f"Solana RPC {shown_url(self.url)}: {exc.message}") from exc
         return decode_batch(calls, numbers, response.status, data, self.url)
 
     async def call(self, method: str, params: list[Any]) -> Any:
@@ -243,7 +254,7 @@ class SyncSolanaRpc(Calls):
         self._ids = itertools.count(1)
 
     def __repr__(self) -> str:
-        return f"SyncSolanaRpc({self.url!r})"
+        return f"SyncSolanaRpc({shown_url(self.url)!r})"
 
     def close(self) -> None:
         self.client.close()
@@ -253,7 +264,7 @@ class SyncSolanaRpc(Calls):
         try:
             response = self.client.post(self.url, content=body, headers=JSON_HEADERS)
         except httpx.HTTPError as exc:
-            raise RpcUnavailable(f"Solana RPC {self.url}: {type(exc).__name__}: {exc}") from exc
+            raise RpcUnavailable(f"Solana RPC {shown_url(self.url)}: {type(exc).__name__}: {exc}") from exc
         return decode_batch(calls, numbers, response.status_code, response.content, self.url)
 
     def call(self, method: str, params: list[Any]) -> Any:
