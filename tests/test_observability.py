@@ -113,8 +113,15 @@ async def test_breaker_state_gauge_shows_an_open_circuit(served):
     async with client:
         for _ in range(2):
             await client.post(URL, json=chat("simulated/eco"))
+        refused = await client.post(URL, json=chat("simulated/eco"))  # the circuit is open: no model is chosen
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "circuit_open"
         samples = families((await client.get("/-/metrics")).text)
         stats = (await client.get("/-/stats")).json()
+    # a request that failed before any model was chosen is a request and an error everywhere
+    assert stats["totals"]["requests"] == 3 and stats["totals"]["errors"] == 3
+    assert sum(stats["series"]["requests"]) == 3 and sum(stats["series"]["errors"]) == 3
+    assert stats["totals"]["error_rate"] == 1.0
+    assert [row["requests"] for row in stats["models"]] == [2] and stats["models"][0]["share"] == 1.0
     gauge = samples["clawrouter_circuit_breaker_state"]
     assert value(gauge, "clawrouter_circuit_breaker_state", model="simulated/eco") == 2
     assert {"provider": "simulated", "model": "simulated/eco", "state": "open"} in stats["breakers"]

@@ -541,6 +541,8 @@ class Telemetry:
                 fallbacks[slot] += entry.fallbacks
                 cost[slot] += entry.cost_pico
             latency[slot].merge(item.latency)
+            requests[slot] += item.unrouted_errors  # failed before a model was chosen (every circuit open)
+            errors[slot] += item.unrouted_errors
             spend[slot] += item.spend
             totals["settled"] += item.settled
             totals["failed"] += item.failed
@@ -550,8 +552,9 @@ class Telemetry:
             _add(by_network, item.by_network)
             _add(by_payer, item.by_payer)
         n_requests = sum(requests)
-        n_errors = sum(errors) + totals["unrouted"]
+        n_errors = sum(errors)
         n_fallbacks = sum(fallbacks)
+        served = n_requests - totals["unrouted"]
         percentiles = [h.percentiles((0.5, 0.95)) for h in latency]
         model_rows = []
         for (model, provider), entry in sorted(models.items(), key=lambda kv: -kv[1].requests):
@@ -562,7 +565,7 @@ class Telemetry:
                 "requests": entry.requests,
                 "errors": entry.errors,
                 "fallbacks": entry.fallbacks,
-                "share": round(entry.requests / n_requests, 4) if n_requests else 0.0,
+                "share": round(entry.requests / served, 4) if served else 0.0,
                 "latency_ms": _pct(p),
                 "ttft_ms": _pct(entry.ttft.percentiles(_QUANTILES)) if entry.ttft is not None else None,
                 "prompt_tokens": entry.prompt,
@@ -579,7 +582,7 @@ class Telemetry:
             "totals": {
                 "requests": n_requests,
                 "errors": n_errors,
-                "error_rate": round(n_errors / (n_requests + totals["unrouted"]), 4) if n_requests else 0.0,
+                "error_rate": round(n_errors / n_requests, 4) if n_requests else 0.0,
                 "fallbacks": n_fallbacks,
                 "fallback_rate": round(n_fallbacks / n_requests, 4) if n_requests else 0.0,
                 "rejected": totals["rejected"],
