@@ -316,3 +316,27 @@ async def test_stats_keep_only_the_retention():
 def test_config_errors_name_the_key(section, fragment):
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
         router_with(observability=section)
+
+
+async def test_traced_spans_are_counted_and_the_collector_drains_in_slices(served):
+    router, client = await served(observability={"traces": "memory"})
+    async with client:
+        assert (await client.post(URL, json=chat("simulated/standard"))).status_code == 200
+        samples = families((await client.get("/-/metrics")).text)
+    exported = router.telemetry.tracing.exporter.get_finished_spans()  # type: ignore[union-attr]
+    assert samples["clawrouter_trace_spans_total"][0][2] == len(exported) >= 4
+    telemetry = router.telemetry
+    for _ in range(5):
+        ctx = RequestContext(router)
+        ctx.status = 200
+        telemetry.request(ctx)
+    telemetry.flush(2)
+    assert len(telemetry.queue) == 3
+    telemetry.flush()
+    assert not telemetry.queue
+
+
+async def test_without_traces_there_is_no_span_counter(served):
+    _, client = await served()
+    async with client:
+        assert "clawrouter_trace_spans_total" not in (await client.get("/-/metrics")).text

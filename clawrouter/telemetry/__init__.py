@@ -133,6 +133,7 @@ class Telemetry:
             self.tracing = TraceSetup(config, span_processor)
         self.access = config.access_log
         self.outbox_depth = 0
+        self.spans = 0  # spans handed to the trace exporter
         self._payers: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._metrics_exporter: Any = None
@@ -258,6 +259,14 @@ class Telemetry:
             otel="clawrouter.circuit_breaker.state",
             unit="1",
         )
+        if self.tracing is not None:
+            r.gauge(
+                "clawrouter_trace_spans_total",
+                "Spans handed to the trace exporter (traces on).",
+                read=lambda: {(): float(self.spans)},
+                otel="clawrouter.telemetry.spans",
+                unit="{span}",
+            )
         self.m_dropped = r.gauge(
             "clawrouter_telemetry_dropped_total",
             "Telemetry records dropped because the collector's queue was full.",
@@ -283,11 +292,14 @@ class Telemetry:
                 del self.steps[first]
         return step
 
-    def flush(self) -> None:
-        """Drain the queue now (readers call it so what they show is current)."""
+    def flush(self, limit: int | None = None) -> None:
+        """Drain the queue now (readers call it so what they show is current), or at most
+        ``limit`` records of it."""
         queue = self.queue
         spans: list[Any] = []
-        while queue:
+        left = len(queue) if limit is None else min(limit, len(queue))
+        while left > 0:
+            left -= 1
             item = queue.popleft()
             try:
                 if item[0] == _REQUEST:
@@ -298,6 +310,7 @@ class Telemetry:
                 kind = "request" if item[:1] == (_REQUEST,) else "settlement"
                 log.exception("telemetry: could not record a %s", kind)
         if spans and self.tracing is not None:
+            self.spans += len(spans)
             self.tracing.export(spans)
 
     def _absorb_request(self, item: tuple[Any, ...], spans: list[Any]) -> None:
@@ -450,7 +463,9 @@ class Telemetry:
         interval = self.config.export_interval_seconds
         while True:
             await asyncio.sleep(0.25)
-            self.flush()
+            while self.queue:  # in slices, so that serving goes on between them
+                self.flush(256)
+                await asyncio.sleep(0)
             if self._metrics_exporter is not None and time.monotonic() - self._last_export >= interval:
                 self._last_export = time.monotonic()
                 try:
