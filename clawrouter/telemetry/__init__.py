@@ -54,6 +54,8 @@ EXPLORERS = {
 }
 
 _REQUEST, _SETTLEMENT = 0, 1
+#: the collector drains every 0.25 s, or as soon as this many records wait
+_BATCH = 64
 _QUANTILES = (0.5, 0.95, 0.99)
 _BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -136,6 +138,7 @@ class Telemetry:
         self.spans = 0  # spans handed to the trace exporter
         self._payers: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
         self._metrics_exporter: Any = None
         self._last_export = time.monotonic()
         self._build_metrics()
@@ -145,9 +148,12 @@ class Telemetry:
     def request(self, ctx: RequestContext) -> None:
         """Record a finished request (called by :class:`TelemetryMiddleware`)."""
         queue = self.queue
-        if len(queue) >= self.queue_size:
+        size = len(queue)
+        if size >= self.queue_size:
             queue.popleft()
             self.dropped += 1
+        elif size == _BATCH and self._wake is not None:
+            self._wake.set()  # drain soon: records that die young cost the garbage collector nothing
         queue.append(
             (
                 _REQUEST,
@@ -461,8 +467,12 @@ class Telemetry:
 
     async def _run(self) -> None:
         interval = self.config.export_interval_seconds
+        wake = self._wake
+        assert wake is not None
         while True:
-            await asyncio.sleep(0.25)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), 0.25)
+            wake.clear()
             while self.queue:  # in slices, so that serving goes on between them
                 self.flush(256)
                 await asyncio.sleep(0)
@@ -496,10 +506,12 @@ class Telemetry:
                 from .otel import metric_exporter
 
                 self._metrics_exporter = metric_exporter(self.config)
+            self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="clawrouter-telemetry")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
+        self._wake = None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
