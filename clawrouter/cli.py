@@ -50,6 +50,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.config.dictConfig(copy.deepcopy(log_config))
     logging.captureWarnings(True)  # warnings too, rather than raw text amid JSON lines
     router = Router(config)
+    # What exists now (modules, classes, the catalogue: most of the heap) lives as long as the
+    # process: leave it out of the garbage collector's full passes, which then only walk what
+    # requests create (gc.freeze, as long-running Python servers do)
+    import gc
+
+    gc.collect()
+    gc.freeze()
     host = args.host or router.config.server.host
     port = args.port if args.port is not None else router.config.server.port
     uvicorn.run(

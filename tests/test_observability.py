@@ -4,6 +4,7 @@ Prometheus parses it."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 
@@ -340,3 +341,17 @@ async def test_without_traces_there_is_no_span_counter(served):
     _, client = await served()
     async with client:
         assert "clawrouter_trace_spans_total" not in (await client.get("/-/metrics")).text
+
+
+async def test_stop_right_after_the_collector_was_woken_does_not_hang():
+    for _ in range(20):  # asyncio.wait_for on 3.11 could swallow the cancellation: stop() never returned
+        router = router_with()
+        await router.start()
+        telemetry = router.telemetry
+        for _ in range(70):  # past the batch that wakes the collector
+            ctx = RequestContext(router)
+            ctx.status = 200
+            telemetry.request(ctx)
+        await asyncio.sleep(0)
+        await asyncio.wait_for(router.stop(), 5)
+        assert not telemetry.queue

@@ -469,9 +469,15 @@ class Telemetry:
         interval = self.config.export_interval_seconds
         wake = self._wake
         assert wake is not None
+        loop = asyncio.get_running_loop()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), 0.25)
+            # not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that arrives as
+            # the event is set, and stop() would then wait forever
+            timer = loop.call_later(0.25, wake.set)
+            try:
+                await wake.wait()
+            finally:
+                timer.cancel()
             wake.clear()
             while self.queue:  # in slices, so that serving goes on between them
                 self.flush(256)

@@ -5,8 +5,8 @@ caller's ``traceparent``, the host app's current span, or new), the stages' star
 times and each upstream attempt, with the span ids already chosen so the attempt's
 ``traceparent`` can be sent upstream. The collector's background task turns a finished
 :class:`Trace` into OpenTelemetry spans (:func:`spans_of`) and hands them to the span
-processor. This keeps the cost per request to a few timestamps: building SDK spans on the
-request path costs about five times more (``benchmarks/observability.py``).
+processor. This keeps the request path's cost to a few timestamps; starting and ending SDK spans
+through a tracer costs several times more than building their finished records afterwards.
 
 ``opentelemetry-sdk`` is needed only when traces are enabled (``pip install
 'clawrouter[otel]'``); this module imports it lazily.
@@ -228,7 +228,7 @@ class MemorySpanExporter:
     Unlike the SDK's ``InMemorySpanExporter`` it is bounded, so a long-running router with it
     does not grow without end."""
 
-    def __init__(self, limit: int = 10_000) -> None:
+    def __init__(self, limit: int = 2_000) -> None:
         from collections import deque
 
         self._spans: deque[Any] = deque(maxlen=limit)
