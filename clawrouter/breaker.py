@@ -10,12 +10,30 @@ always a real request.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 __all__ = ["Breakers", "CircuitBreaker"]
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+#: state changes (rare: never per request) are events of the structured log
+event_log = logging.getLogger("clawrouter.events")
+
+
+def _changed(key: tuple[str, str], state: str, failures: int) -> None:
+    provider, model = key
+    event_log.log(
+        logging.WARNING if state == OPEN else logging.INFO,
+        "circuit %s for %s (%s)",
+        state,
+        model,
+        provider,
+        extra={
+            "fields": {"event": "circuit", "state": state, "provider": provider, "model": model, "failures": failures}
+        },
+    )
 
 
 class CircuitBreaker:
@@ -62,12 +80,16 @@ class CircuitBreaker:
         return True
 
     def success(self) -> None:
+        if self.state != CLOSED:
+            _changed(self._key, CLOSED, self.failures)
         self.state, self.failures, self.probing = CLOSED, 0, False
         self._tripped.discard(self._key)
 
     def failure(self) -> None:
         self.failures += 1
         if self.state == HALF_OPEN or self.failures >= self.threshold:
+            if self.state != OPEN:
+                _changed(self._key, OPEN, self.failures)
             self.state, self.opened_at, self.probing = OPEN, self._clock(), False
             self._tripped.add(self._key)
 

@@ -106,7 +106,8 @@ async def test_metrics_count_what_the_requests_did(served):
     assert samples["clawrouter_settlement_outbox_depth"][0][2] == 0
 
 
-async def test_breaker_state_gauge_shows_an_open_circuit(served):
+async def test_breaker_state_gauge_shows_an_open_circuit(served, caplog):
+    caplog.set_level("INFO", logger="clawrouter.events")
     router, client = await served(
         providers={"simulated": {"kind": "simulated", "latency_ms": 0, "fail_models": ["simulated/eco"]}},
         execution={"breaker_failures": 2, "max_retries": 0},
@@ -126,6 +127,10 @@ async def test_breaker_state_gauge_shows_an_open_circuit(served):
     gauge = samples["clawrouter_circuit_breaker_state"]
     assert value(gauge, "clawrouter_circuit_breaker_state", model="simulated/eco") == 2
     assert {"provider": "simulated", "model": "simulated/eco", "state": "open"} in stats["breakers"]
+    events = [r for r in caplog.records if r.name == "clawrouter.events" and r.fields["event"] == "circuit"]
+    assert [(r.levelname, r.fields["state"], r.fields["model"]) for r in events] == [
+        ("WARNING", "open", "simulated/eco")
+    ]  # logged once, when it opened (not for the refused third request)
 
 
 async def test_stats_document_aggregates_the_window(served):
