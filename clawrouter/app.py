@@ -154,16 +154,11 @@ class RouterApp:
 
     async def _admin_limits(self, scope: Scope, receive: Receive, send: Send, method: str) -> None:
         """``GET`` (``?payer=`` / ``?key=`` adds that subject's usage) or ``PUT`` the limits in
-        force, with the admin key (``[limits] admin_key_sha256``) as bearer token."""
+        force, with the admin key (``[limits] admin_key_sha256``, or ``[server]``'s) as bearer token."""
         limits = self.router.limits
         if limits is None or not limits.base.admin_key_sha256:
             raise NotFound("no admin endpoint: set [limits] admin_key_sha256", code="not_found")
-        token = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                text = value.decode("latin-1").strip()
-                token = text[7:].strip() if text[:7].lower() == "bearer " else text
-        if not limits.admin(token):
+        if not self._is_admin(scope):  # never open here: [limits] has a key
             raise Unauthorized(
                 "the admin key is required (Authorization: Bearer <admin key>)", code="invalid_admin_key"
             )

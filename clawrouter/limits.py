@@ -22,8 +22,6 @@ ever reads, decides and writes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import time
 from dataclasses import dataclass
@@ -172,12 +170,6 @@ class Limits:
         await self.state.set(OVERRIDE_KEY, _encode(fresh).decode(), _OVERRIDE_TTL)
         self._current, self._read_at = fresh, time.monotonic()
         return fresh
-
-    def admin(self, token: str | None) -> bool:
-        digest = self.base.admin_key_sha256.lower()
-        if not digest or token is None:
-            return False
-        return hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), digest)
 
     async def rate(self, kind: str, name: str) -> None:
         """Take one request from ``kind`` ``name``'s bucket; raise 429 when it is empty."""

@@ -394,6 +394,7 @@ async def test_incoming_traceparent_is_the_parent_and_is_propagated_upstream(mak
     version, sent_trace, sent_parent, flags = parse(sent["headers"]["traceparent"])
     assert (version, sent_trace, flags) == ("00", trace_id, "01")
     assert sent_parent == attempt.context.span_id
+    assert sent["headers"]["tracestate"] == "vendor=abc"  # passed on unchanged
 
 
 @pytest.mark.parametrize(

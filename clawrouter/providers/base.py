@@ -147,7 +147,7 @@ class ChatCall:
     remaining request budget.
     """
 
-    __slots__ = ("_raw", "body", "model", "ratelimit", "request", "traceparent", "usage")
+    __slots__ = ("_raw", "body", "model", "ratelimit", "request", "traceparent", "tracestate", "usage")
 
     def __init__(self, request: ChatCompletionRequest, model: ModelInfo, body: bytes = b"") -> None:
         self.request = request
@@ -159,13 +159,19 @@ class ChatCall:
         #: the W3C ``traceparent`` of this attempt's span when traces are on: adapters send it
         #: upstream (:meth:`headers`)
         self.traceparent: str | None = None
+        #: the caller's W3C ``tracestate``, passed on with it
+        self.tracestate: str | None = None
         self._raw: dict[str, Raw] | None = None
 
     def headers(self, base: dict[str, str]) -> dict[str, str]:
-        """The upstream request's headers: ``base`` plus this attempt's ``traceparent``, if any."""
+        """The upstream request's headers: ``base`` plus this attempt's ``traceparent`` (and the
+        caller's ``tracestate``), if any."""
         if self.traceparent is None:
             return base
-        return {**base, "traceparent": self.traceparent}
+        headers = {**base, "traceparent": self.traceparent}
+        if self.tracestate:
+            headers["tracestate"] = self.tracestate
+        return headers
 
     @property
     def raw(self) -> dict[str, Raw]:

@@ -90,13 +90,9 @@ class ExecuteApp:
                 attempt.end = now  # a stream's attempt lasts until its last chunk
             if last is not None and not trace.finish_reasons:
                 trace.note_finish(last)
-            attributes: dict[str, object] = {"gen_ai.response.model": model.id, "gen_ai.provider.name": model.provider}
-            if usage is not None:
-                attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
-                attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
-            if ctx.error:
-                attributes["error.type"] = "stream_interrupted"
-            trace.stage("execute", trace.execute_started or now, attributes)
+            # the model and usage attributes are the collector's to add (spans_of)
+            failed = {"error.type": "stream_interrupted"} if ctx.error else None
+            trace.stage("execute", trace.execute_started or now, failed)
 
     async def _json(self, ctx: RequestContext, request: ChatCompletionRequest, send: Send) -> None:
         completion, model = await self._attempt(ctx, request, stream=False)
@@ -219,6 +215,7 @@ class ExecuteApp:
                 if trace is not None:
                     traced = trace.attempt(model.id, model.provider, model.upstream)
                     call.traceparent = trace.traceparent(traced.span_id)
+                    call.tracestate = trace.tracestate
                 started = time.perf_counter()
                 try:
                     if not stream:

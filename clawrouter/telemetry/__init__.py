@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..context import SCOPE_KEY, get_context
+from ..context import get_context
 from ..types import ASGIApp, Receive, Scope, Send
 from .metrics import LogHistogram, Registry
 
@@ -116,7 +116,7 @@ class _Step:
 class Telemetry:
     """The router's collector (``router.telemetry``), created when observability is enabled."""
 
-    def __init__(self, router: Router, *, span_processor: Any = None) -> None:
+    def __init__(self, router: Router) -> None:
         self.router = router
         config = self.config = router.config.observability
         self.queue: deque[tuple[Any, ...]] = deque()
@@ -132,7 +132,7 @@ class Telemetry:
         if config.traces:
             from .tracing import TraceSetup
 
-            self.tracing = TraceSetup(config, span_processor)
+            self.tracing = TraceSetup(config)
         self.access = config.access_log
         self.outbox_depth = 0
         self.spans = 0  # spans handed to the trace exporter
@@ -273,7 +273,7 @@ class Telemetry:
                 otel="clawrouter.telemetry.spans",
                 unit="{span}",
             )
-        self.m_dropped = r.gauge(
+        r.gauge(
             "clawrouter_telemetry_dropped_total",
             "Telemetry records dropped because the collector's queue was full.",
             read=lambda: {(): float(self.dropped)},
@@ -380,12 +380,14 @@ class Telemetry:
                 if served is not None and served.id != primary:
                     entry.fallbacks += 1
                     self.m_fallbacks.inc((primary, served.id))
-            self.recent.append(item)
+            self.recent.append((when, request_id, status, served, decision))
         if trace is not None and trace.sampled and self.tracing is not None:
             from .tracing import spans_of
 
             end = trace.start + int(duration * 1e9)
-            root = _root_attributes(item, model_id, provider)
+            root = _root_attributes(
+                request_id, status, served, decision, usage, cost_pico, payment, settlement, trace, provider
+            )
             # OpenTelemetry's HTTP conventions: a server span's status stays unset for a 4xx
             server_error = failed and executed
             spans.extend(spans_of(self.tracing, trace, end, root, (error or str(status)) if server_error else None))
@@ -428,6 +430,7 @@ class Telemetry:
         _, when, intent, response = item
         network = intent.network
         step = self._step_of(when)
+        charged = charged_amount(intent, response) if response.success else 0
         if response.success:
             payer = intent.payer
             if payer not in self._payers:
@@ -435,7 +438,6 @@ class Telemetry:
                     payer = "other"
                 else:
                     self._payers.add(payer)
-            charged = charged_amount(intent, response)
             step.settled += 1
             step.spend += charged
             step.by_network[network] = step.by_network.get(network, 0) + charged
@@ -456,7 +458,7 @@ class Telemetry:
                     "request_id": intent.request_id,
                     "network": network,
                     "payer": intent.payer,
-                    "charged_usd": charged_amount(intent, response) / 1e6 if response.success else 0.0,
+                    "charged_usd": charged / 1e6,
                     "cost_usd": intent.charge / 1e6,
                     "success": response.success,
                     "transaction": response.transaction or None,
@@ -705,7 +707,7 @@ def _pct(values: Iterable[float | None]) -> dict[str, float | None]:
 
 
 def _decision_row(item: tuple[Any, ...]) -> dict[str, Any]:
-    when, request_id, status, served, decision = item[1], item[3], item[4], item[6], item[7]
+    when, request_id, status, served, decision = item
     row: dict[str, Any] = {"time": when, "request_id": request_id, "status": status}
     if decision is None:
         row.update(model=served.id if served else None, served_by=served.id if served else None)
@@ -743,19 +745,19 @@ def _decision_row(item: tuple[Any, ...]) -> dict[str, Any]:
     return row
 
 
-def _root_attributes(item: tuple[Any, ...], model_id: str, provider: str) -> dict[str, Any]:
+def _root_attributes(
+    request_id: str,
+    status: int,
+    served: Any,
+    decision: Any,
+    usage: Any,
+    cost_pico: int,
+    payment: Any,
+    settlement: Any,
+    trace: Trace,
+    provider: str,
+) -> dict[str, Any]:
     """The server span's attributes: OpenTelemetry's HTTP and GenAI conventions, and ours."""
-    status, served, decision, usage, cost_pico, payment, settlement, request_id = (
-        item[4],
-        item[6],
-        item[7],
-        item[9],
-        item[10],
-        item[11],
-        item[12],
-        item[3],
-    )
-    trace: Trace = item[15]
     attributes: dict[str, Any] = {
         "http.request.method": "POST",
         "http.route": "/v1/chat/completions",
@@ -770,7 +772,7 @@ def _root_attributes(item: tuple[Any, ...], model_id: str, provider: str) -> dic
             attributes["clawrouter.profile"] = decision.profile
         attributes["clawrouter.decision_us"] = round(decision.elapsed_ns / 1000, 1)
         attributes["clawrouter.route"] = [m.id for m in decision.chain]
-    if model_id:
+    if provider:
         attributes["gen_ai.provider.name"] = provider
         attributes["gen_ai.system"] = provider
     if served is not None:
@@ -817,4 +819,4 @@ class TelemetryMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            self.telemetry.request(scope[SCOPE_KEY])
+            self.telemetry.request(ctx)

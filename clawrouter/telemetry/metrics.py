@@ -53,6 +53,10 @@ class _Metric:
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
+    def lines(self) -> Iterator[str]:
+        """The metric in the Prometheus text format."""
+        raise NotImplementedError
+
 
 class Counter(_Metric):
     kind = "counter"
@@ -170,7 +174,7 @@ class Registry:
         """Every metric in the Prometheus text exposition format (version 0.0.4)."""
         lines: list[str] = []
         for metric in self.metrics:
-            lines.extend(metric.lines())  # type: ignore[attr-defined]
+            lines.extend(metric.lines())
         return ("\n".join(lines) + "\n").encode()
 
 

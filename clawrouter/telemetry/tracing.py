@@ -82,15 +82,17 @@ class Trace:
         "tracestate",
     )
 
-    def __init__(self, trace_id: int, parent_id: int, sampled: bool, tracestate: bytes | None = None) -> None:
+    def __init__(self, trace_id: int, parent_id: int, sampled: bool, tracestate: str | None = None) -> None:
         self.trace_id = trace_id
         self.parent_id = parent_id  # 0: a root span
         self.sampled = sampled
+        #: the caller's W3C ``tracestate``, passed on upstream unchanged
         self.tracestate = tracestate
         self.span_id = _new_id(64)
         self.start = time.time_ns()
-        #: (stage, start, end, attributes) in the order they ended
-        self.stages: list[tuple[str, int, int, dict[str, Any] | None]] = []
+        #: (stage, start, end, attributes or the route's decision) in the order they ended; the
+        #: attributes that can wait are built by the collector (:func:`spans_of`), not here
+        self.stages: list[tuple[str, int, int, Any]] = []
         self.attempts: list[Attempt] = []
         self.finish_reasons: list[str] | None = None
         self.execute_started = 0
@@ -116,19 +118,7 @@ class Trace:
     def route(self, decision: Any) -> None:
         """A routing decision just taken (its span ends now and lasted ``decision.elapsed_ns``)."""
         end = time.time_ns()
-        attributes: dict[str, Any] = {
-            "clawrouter.strategy": decision.strategy,
-            "clawrouter.model": decision.primary.id,
-            "clawrouter.fallbacks": [m.id for m in decision.fallbacks],
-            "clawrouter.decision_us": round(decision.elapsed_ns / 1000, 1),
-            "clawrouter.excluded": len(decision.excluded),
-        }
-        if decision.profile:
-            attributes["clawrouter.profile"] = decision.profile
-        features = decision.features
-        if features is not None and getattr(features, "task", None):
-            attributes["clawrouter.task"] = features.task
-        self.stages.append(("route", end - decision.elapsed_ns, end, attributes))
+        self.stages.append(("route", end - decision.elapsed_ns, end, decision))
 
     def attempt(self, model: str, provider: str, upstream: str) -> Attempt:
         attempt = Attempt(model, provider, upstream, len(self.attempts) + 1)
@@ -143,7 +133,7 @@ class Trace:
 class TraceSetup:
     """Trace configuration: starts traces for requests, exports finished ones."""
 
-    def __init__(self, config: ObservabilityConfig, processor: Any = None) -> None:
+    def __init__(self, config: ObservabilityConfig) -> None:
         self.ratio = config.sample_ratio
         self.config = config
         from opentelemetry import trace as trace_api
@@ -155,11 +145,9 @@ class TraceSetup:
         self._api = trace_api
         self.resource = Resource.create({"service.name": config.service_name, "service.version": __version__})
         self.scope = InstrumentationScope("clawrouter", __version__)
-        self._given = processor
-        self.processor = processor if processor is not None else _processor(config)
-        self.exporter: Any = getattr(self.processor, "exporter", None) or getattr(self.processor, "span_exporter", None)
+        self.processor, self.exporter = _processor(config)
         #: the in-memory exporter takes a flush's spans in one call, without a processor's lock per span
-        self.direct = isinstance(self.exporter, MemorySpanExporter) and processor is None
+        self.direct = isinstance(self.exporter, MemorySpanExporter)
         self.closed = False
 
     def begin(self, scope: Scope) -> Trace:
@@ -168,7 +156,7 @@ class TraceSetup:
             if name == b"traceparent":
                 traceparent = value
             elif name == b"tracestate":
-                tracestate = value
+                tracestate = value.decode("latin-1")
         parsed = parse_traceparent(traceparent)
         if parsed is None:
             current = self._api.get_current_span().get_span_context()  # a host app's span (FastAPI...)
@@ -194,32 +182,32 @@ class TraceSetup:
 
     def reopen(self) -> None:
         """A router started again after a stop: a new processor (and exporter) for its spans."""
-        if self.closed and self._given is None:
-            self.processor = _processor(self.config)
-            self.exporter = getattr(self.processor, "exporter", None) or getattr(self.processor, "span_exporter", None)
+        if self.closed:
+            self.processor, self.exporter = _processor(self.config)
         self.closed = False
 
-    def flush(self) -> None:
-        self.processor.force_flush()
 
-
-def _processor(config: ObservabilityConfig) -> Any:
+def _processor(config: ObservabilityConfig) -> tuple[Any, Any]:
+    """The span processor for ``[observability] traces`` and its exporter."""
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
+    exporter: Any
     kind = config.traces
     if kind == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         endpoint = config.otlp_endpoint.rstrip("/") + "/v1/traces"
-        return BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, headers=dict(config.otlp_headers)))
-    if kind == "console":
+        exporter = OTLPSpanExporter(endpoint=endpoint, headers=dict(config.otlp_headers))
+    elif kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        return BatchSpanProcessor(ConsoleSpanExporter())
-    if kind == "memory":
-        exporter: Any = MemorySpanExporter()  # the SpanExporter interface, without importing the SDK here
-        return SimpleSpanProcessor(exporter)
-    raise ValueError(f"unknown trace exporter {kind!r}; expected 'otlp', 'console' or 'memory'")
+        exporter = ConsoleSpanExporter()
+    elif kind == "memory":  # spans go straight to it (TraceSetup.export); the processor shuts it down
+        memory: Any = MemorySpanExporter()  # the SpanExporter interface, without importing the SDK here
+        return SimpleSpanProcessor(memory), memory
+    else:
+        raise ValueError(f"unknown trace exporter {kind!r}; expected 'otlp', 'console' or 'memory'")
+    return BatchSpanProcessor(exporter), exporter
 
 
 class MemorySpanExporter:
@@ -254,6 +242,22 @@ class MemorySpanExporter:
         return True
 
 
+def _route_attributes(decision: Any) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "clawrouter.strategy": decision.strategy,
+        "clawrouter.model": decision.primary.id,
+        "clawrouter.fallbacks": [m.id for m in decision.fallbacks],
+        "clawrouter.decision_us": round(decision.elapsed_ns / 1000, 1),
+        "clawrouter.excluded": len(decision.excluded),
+    }
+    if decision.profile:
+        attributes["clawrouter.profile"] = decision.profile
+    task = getattr(decision.features, "task", None)
+    if task:
+        attributes["clawrouter.task"] = task
+    return attributes
+
+
 def spans_of(setup: TraceSetup, trace: Trace, end: int, root: dict[str, Any], error: str | None) -> list[Any]:
     """The OpenTelemetry spans of a finished request: the server span (``root`` attributes),
     one per stage, and under the execute stage one client span per upstream attempt."""
@@ -280,11 +284,17 @@ def spans_of(setup: TraceSetup, trace: Trace, end: int, root: dict[str, Any], er
             instrumentation_scope=scope,
         )
     ]
+    answered = {k: v for k, v in root.items() if k.startswith(("gen_ai.response.", "gen_ai.usage."))}
     execute_context = None
-    for name, start, stop, attributes in trace.stages:
+    for name, start, stop, payload in trace.stages:
         context = SpanContext(trace_id, _new_id(64), False, flags)
-        if name == "execute":
+        attributes = payload
+        if name == "route":
+            attributes = _route_attributes(payload)
+        elif name == "execute":
             execute_context = context
+            if answered:
+                attributes = {"gen_ai.provider.name": root.get("gen_ai.provider.name"), **answered, **(payload or {})}
         failed = attributes.get("error.type") if attributes else None
         spans.append(
             ReadableSpan(
@@ -299,7 +309,6 @@ def spans_of(setup: TraceSetup, trace: Trace, end: int, root: dict[str, Any], er
                 instrumentation_scope=scope,
             )
         )
-    answered = {k: v for k, v in root.items() if k.startswith(("gen_ai.response.", "gen_ai.usage."))}
     last = trace.attempts[-1] if trace.attempts else None
     for attempt in trace.attempts:
         attributes = {
